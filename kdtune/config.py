@@ -1,0 +1,203 @@
+"""The study's vocabulary: frozen, validated configuration dataclasses (standard library only).
+
+`from_dict` rejects unknown keys (with a "did you mean") and out-of-range values with one
+`ConfigError` sentence that names the field and the fix. Name checks against the registries
+(datasets, models, methods) are done by the caller, who passes the registries in, so this
+module stays free of torch, Ray and MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message names the field and the fix."""
+
+
+def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(valid)}"
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+# Range rules by parameter name, shared by recipes, method hyperparameters and search bounds.
+def check_param(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+    rules = [
+        (name in ("temperature", "lr") and value <= 0, "must be > 0"),
+        (name == "alpha" and value < 0, "(mixup alpha) must be >= 0"),
+        (
+            (name.startswith("w_") or name == "beta" or name == "weight_decay") and value < 0,
+            "must be >= 0",
+        ),
+        (
+            (name.startswith("tau") or name == "partial") and not 0 <= value <= 1,
+            "is a probability: must lie in [0, 1]",
+        ),
+        (
+            name in ("epochs", "batch_size") and (value < 1 or value != int(value)),
+            "must be a whole number >= 1",
+        ),
+    ]
+    for broken, rule in rules:
+        if broken:
+            raise ConfigError(f"{name}: {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained; shared by teacher and student trainings."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05  # peak learning rate; SGD uses momentum 0.9
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    schedule: str = "cosine"  # "cosine" (to 0 over the epochs) or "step" (x0.1 at 50% and 75%)
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lr", "weight_decay"):
+            check_param(name, getattr(self, name))
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optimizer: must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step"):
+            raise ConfigError(f"schedule: must be 'cosine' or 'step', got {self.schedule!r}")
+
+
+RECIPE_KEYS = [f.name for f in fields(Recipe)]
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial: a method, its hyperparameters, the training recipe and the seed."""
+
+    method: str
+    params: Mapping[str, float]
+    recipe: Recipe
+    seed: int = 0
+
+    @classmethod
+    def from_dict(
+        cls, raw: Mapping[str, Any], method_defaults: Mapping[str, Mapping[str, float]]
+    ) -> TrialConfig:
+        """Parse a flat trial dict (what Ray Tune hands a trial); missing params take defaults."""
+        method = raw.get("method")
+        if method not in method_defaults:
+            raise ConfigError(
+                f"method: unknown {method!r}; choose one of {sorted(method_defaults)}"
+            )
+        defaults = method_defaults[method]
+        params = dict(defaults)
+        recipe_values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("method", "seed"):
+                continue
+            if key in RECIPE_KEYS:
+                recipe_values[key] = value
+            elif key in defaults:
+                check_param(key, value)
+                params[key] = float(value)
+            else:
+                valid = ["method", "seed", *RECIPE_KEYS, *defaults]
+                raise _unknown_key_error(key, valid, f"trial config for method {method!r}")
+        recipe = Recipe(**recipe_values)
+        return cls(method=method, params=params, recipe=recipe, seed=int(raw.get("seed", 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            **dataclasses.asdict(self.recipe),
+            **self.params,
+        }
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a study needs; validated before Ray starts."""
+
+    name: str = "temperature_sweep"
+    dataset: str = "digits"
+    data_root: str = "./data"
+    download: bool = False  # only fetch CIFAR from the internet when asked
+    teacher: str = "cnn"
+    student: str = "mlp"
+    methods: tuple[str, ...] = ("kd", "mixup_kd")
+    # Search ranges that override the method's default space: {"temperature": (1.0, 16.0)}.
+    search: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # Hyperparameters held fixed instead of searched: {"w_ce": 0.0}.
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    objectives: tuple[tuple[str, str], ...] = (("val_acc", "max"), ("val_ece", "min"))
+    num_samples: int = 16
+    max_concurrent_trials: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=30))
+    storage_path: str = "./ray_results"
+    max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError(f"name: use letters, digits, '-', '_' or '.', got {self.name!r}")
+        if not self.methods:
+            raise ConfigError("methods: list at least one method")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
+        if self.max_concurrent_trials < 1:
+            raise ConfigError(
+                f"max_concurrent_trials: must be >= 1, got {self.max_concurrent_trials}"
+            )
+        if self.cpus_per_trial <= 0:
+            raise ConfigError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise ConfigError(f"gpus_per_trial: must be >= 0, got {self.gpus_per_trial}")
+        for metric, mode in self.objectives:
+            if mode not in ("max", "min"):
+                raise ConfigError(
+                    f"objectives: mode of {metric!r} must be 'max' or 'min', got {mode!r}"
+                )
+        for name, value in self.fixed.items():
+            check_param(name, value)
+        for name, bounds in self.search.items():
+            if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+                raise ConfigError(
+                    f"search.{name}: give (low, high) with low <= high, got {bounds!r}"
+                )
+            for bound in bounds:
+                check_param(name, bound)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
+        """Build a spec from plain data (a TOML file); nested recipes are tables."""
+        valid = [f.name for f in fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in valid:
+                raise _unknown_key_error(key, valid, "study spec")
+            if key in ("recipe", "teacher_recipe"):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{key}: must be a table of {RECIPE_KEYS}")
+                for recipe_key in value:
+                    if recipe_key not in RECIPE_KEYS:
+                        raise _unknown_key_error(recipe_key, RECIPE_KEYS, key)
+                value = Recipe(**value)
+            elif key == "methods":
+                value = tuple(value)
+            elif key == "objectives":
+                value = tuple((str(m), str(d)) for m, d in value)
+            elif key == "search":
+                value = {k: (float(v[0]), float(v[1])) for k, v in value.items()}
+            values[key] = value
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"study spec: {error}") from None

@@ -1,0 +1,167 @@
+"""The one training loop: optimiser, LR schedule, AMP on CUDA, epochs, per-epoch validation.
+
+Teachers and students, every method, every dataset go through `fit`. Data stays on the device
+as uint8; each batch is augmented and normalised there (no DataLoader on the hot path).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from kdtune import augment, metrics
+from kdtune.config import Recipe
+from kdtune.data import DatasetBundle
+from kdtune.methods import Method, StepBatch, TeacherFn
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the trial cannot continue."""
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int  # 1-based, the number of finished epochs
+    train_loss: float
+    lr: float
+    val: dict[str, float]  # metrics.evaluate on the validation split
+    state: Callable[[], dict[str, Any]]  # everything needed to resume after this epoch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay
+    )
+
+
+def _lr_factor(recipe: Recipe) -> Callable[[int], float]:
+    """Multiplier of the peak LR at the start of epoch e (0-based)."""
+    if recipe.schedule == "step":
+        milestones = (recipe.epochs // 2, (3 * recipe.epochs) // 4)
+        return lambda e: 0.1 ** sum(e >= m for m in milestones)
+    return lambda e: 0.5 * (1 + math.cos(math.pi * e / recipe.epochs))
+
+
+def _autocast(device: torch.device):
+    # bf16 needs no loss scaling and is what Hopper/Ampere run fastest; CPU stays in fp32.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, x: Tensor, normalize: Callable[[Tensor], Tensor], batch_size: int = 1024
+) -> Tensor:
+    """Float32 logits for uint8 inputs, in eval mode (the model's mode is restored after)."""
+    was_training = model.training
+    model.eval()
+    with _autocast(x.device):
+        logits = torch.cat(
+            [model(normalize(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        )
+    model.train(was_training)
+    return logits.float()
+
+
+def frozen(model: nn.Module) -> TeacherFn:
+    """A teacher callable: eval mode, no gradients, float32 logits."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+    def teacher(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model(x).float()
+
+    return teacher
+
+
+def fit(
+    model: nn.Module,
+    data: DatasetBundle,
+    method: Method,
+    params: Mapping[str, float],
+    recipe: Recipe,
+    *,
+    teacher: TeacherFn | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[EpochEnd], None] | None = None,
+) -> nn.Module:
+    """Train `model` on `data.train` (already on the model's device) and validate every epoch."""
+    device = data.train.x.device
+    optimizer = _optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe))
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"].cpu())
+        start_epoch = int(resume["epoch"])
+
+    def state(epoch: int) -> dict[str, Any]:
+        # a snapshot, not views of live tensors that the next step would overwrite
+        return copy.deepcopy(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+            }
+        )
+
+    n = len(data.train)
+    for epoch in range(start_epoch, recipe.epochs):
+        model.train()
+        order = torch.randperm(n, device=device)
+        total_loss, seen = 0.0, 0
+        for start in range(0, n, recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
+            if len(index) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            x = augment.crop_flip(data.train.x[index], padding=data.crop_padding, flip=data.flip)
+            batch = StepBatch(data.normalize(x), data.train.y[index], data.num_classes)
+            with _autocast(device):
+                loss = method.step(model, teacher, batch, params)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}: "
+                    f"lower the learning rate (lr={recipe.lr}) or the loss weights"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(index)
+            seen += len(index)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        if on_epoch is not None:
+            val_logits = predict(model, data.val.x, data.normalize)
+            on_epoch(
+                EpochEnd(
+                    epoch + 1,
+                    total_loss / max(seen, 1),
+                    lr,
+                    metrics.evaluate(val_logits, data.val.y),
+                    lambda e=epoch + 1: state(e),
+                )
+            )
+    return model

@@ -1,0 +1,383 @@
+"""`run_study(spec)`: the face of kdtune. Teacher once, trials on Ray Tune, Optuna search, MLflow.
+
+Flow: validate the spec (before Ray starts) -> load data -> get or train the teacher -> open the
+MLflow parent run -> Tuner.fit (or Tuner.restore on resume) with a driver-side tracking callback ->
+results table to Parquet -> Pareto front: tags, table, figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from ray import tune
+
+from kdtune import plots, results
+from kdtune.config import ConfigError, StudySpec
+from kdtune.data import DATASETS, load_dataset
+from kdtune.engine import resolve_device
+from kdtune.methods import METHODS
+from kdtune.metrics import SPLIT_METRICS
+from kdtune.models import MODELS
+from kdtune.pareto import hypervolume_2d, pareto_front
+from kdtune.search import make_scheduler, make_searcher, space_params
+from kdtune.teacher import get_teacher
+from kdtune.tracking import METHOD_TAG, StudyTracker
+from kdtune.trainable import TrialContext, tune_trainable
+
+PARENT_RUN_FILE = "mlflow_parent_run_id"
+SUMMARY_COLUMNS = (
+    "trial_id",
+    "method",
+    "temperature",
+    "alpha",
+    "w_ce",
+    "w_kd",
+    "val_acc",
+    "val_ece",
+    "test_acc",
+    "test_ece",
+    "test_nll",
+    "test_ece_ts",
+    "pareto",
+)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    table: pa.Table  # one row per trial
+    front: pa.Table  # the Pareto-optimal rows
+    study_dir: Path
+    parent_run_id: str
+    teacher_metrics: dict[str, float]
+
+
+def objective_names() -> list[str]:
+    return [
+        f"{split}_{name}{suffix}"
+        for split in ("val", "test")
+        for name in SPLIT_METRICS
+        for suffix in ("", "_ts")
+    ]
+
+
+def _check_name(field: str, value: str, registry: Any) -> None:
+    if value not in registry:
+        raise ConfigError(f"{field}: unknown {value!r}; choose one of {sorted(registry)}")
+
+
+def validate_spec(spec: StudySpec) -> None:
+    """Names against the registries; raises ConfigError. Runs before data, teacher or Ray."""
+    _check_name("dataset", spec.dataset, DATASETS)
+    _check_name("teacher", spec.teacher, MODELS)
+    _check_name("student", spec.student, MODELS)
+    for method in spec.methods:
+        _check_name("methods", method, METHODS)
+    for metric, _ in spec.objectives:
+        _check_name("objectives", metric, objective_names())
+    searched = {name for method in spec.methods for name in space_params(method)}
+    for field, names in (("search", spec.search), ("fixed", spec.fixed)):
+        for name in names:
+            if name not in searched:
+                raise ConfigError(
+                    f"{field}.{name}: no method in {list(spec.methods)} has this "
+                    f"hyperparameter; choose among {sorted(searched)}"
+                )
+    if (
+        spec.gpus_per_trial > 0
+        and "RAY_ADDRESS" not in os.environ
+        and not torch.cuda.is_available()
+    ):
+        raise ConfigError(
+            f"gpus_per_trial: {spec.gpus_per_trial} asked, but this machine has no "
+            "CUDA GPU; use --gpus-per-trial 0 or run on a GPU cluster"
+        )
+
+
+def environment_tags() -> dict[str, str]:
+    """Library versions and the git commit, so every run says what produced it."""
+    tags = {
+        f"version.{p}": metadata.version(p) for p in ("kdtune", "torch", "ray", "optuna", "mlflow")
+    }
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    tags["git_commit"] = commit or "unknown"
+    return tags
+
+
+class TrackingCallback(tune.Callback):
+    """Forwards every trial event to MLflow from the driver. Picklable (Tune saves it for resume):
+    the MLflow client is rebuilt lazily after unpickling."""
+
+    def __init__(
+        self, experiment: str, tracking_uri: str, parent_run_id: str, tags: dict[str, str]
+    ) -> None:
+        self.experiment, self.tracking_uri = experiment, tracking_uri
+        self.parent_run_id, self.tags = parent_run_id, tags
+        self._tracker: StudyTracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tracker": None}
+
+    @property
+    def tracker(self) -> StudyTracker:
+        if self._tracker is None:
+            self._tracker = StudyTracker(self.experiment, self.tracking_uri)
+            self._tracker.parent_run_id = self.parent_run_id
+        return self._tracker
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tags = {METHOD_TAG: trial.config.get("method", ""), **self.tags}
+        self.tracker.trial_run(trial.trial_id, trial.config, tags)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self.on_trial_start(iteration, trials, trial)
+        self.tracker.log_trial(trial.trial_id, result, step=int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial_start(iteration, trials, trial)
+        reliability = (trial.last_result or {}).get("test_reliability")
+        self.tracker.end_trial(trial.trial_id, "FINISHED", reliability)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial_start(iteration, trials, trial)
+        self.tracker.end_trial(trial.trial_id, "FAILED")
+
+
+def _init_ray(log: Callable[[str], None]) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        # A local Ray binds to loopback only and starts no dashboard.
+        ray.init(include_dashboard=False)
+    log(f"ray: {ray.cluster_resources()}")
+
+
+def _storage(spec: StudySpec) -> tuple[str, Path]:
+    """Ray's storage path (absolute) and the local folder for the study's own outputs."""
+    storage = str(Path(spec.storage_path).resolve())
+    return storage, Path(storage) / spec.name
+
+
+def _tuner(
+    spec: StudySpec,
+    trainable: Any,
+    callback: TrackingCallback,
+    storage: str,
+    resume: bool,
+    log: Callable[[str], None],
+) -> tune.Tuner:
+    path = str(Path(storage) / spec.name)
+    if resume and tune.Tuner.can_restore(path):
+        log(f"study: resuming from {path}")
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(spec),
+            scheduler=make_scheduler(spec),
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage,
+            callbacks=[callback],
+            verbose=1,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _rows(grid: Any, run_ids: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for result in grid:
+        trial_id = result.metrics.get("trial_id") or Path(result.path).name
+        rows.append(
+            {
+                **result.config,
+                **result.metrics,
+                "trial_id": trial_id,
+                "status": "ERROR" if result.error else "TERMINATED",
+                "error": str(result.error)[:500] if result.error else None,
+                "mlflow_run_id": run_ids.get(trial_id),
+            }
+        )
+    return rows
+
+
+def _mark_front(rows: list[dict[str, Any]], spec: StudySpec) -> np.ndarray:
+    names = [metric for metric, _ in spec.objectives]
+    points = np.array(
+        [
+            [row.get(n, np.nan) if row["status"] == "TERMINATED" else np.nan for n in names]
+            for row in rows
+        ],
+        dtype=float,
+    )
+    on_front = pareto_front(points.reshape(len(rows), len(names)), [m for _, m in spec.objectives])
+    for row, flag in zip(rows, on_front):
+        row["pareto"] = bool(flag)
+    return points
+
+
+def _post_process(
+    spec: StudySpec, grid: Any, tracker: StudyTracker, study_dir: Path, log: Callable[[str], None]
+) -> tuple[pa.Table, pa.Table]:
+    rows = _rows(grid, tracker.trial_runs())
+    points = _mark_front(rows, spec)
+    table = results.to_table(rows)
+    front = table.filter(pc.equal(table["pareto"], True))
+    results.write_table(table, study_dir / "results.parquet")
+    results.write_table(front, study_dir / "pareto.parquet")
+    tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
+    artifacts = [study_dir / "results.parquet", study_dir / "pareto.parquet"]
+    (study_dir / "pareto.txt").write_text(results.format_table(front, SUMMARY_COLUMNS) + "\n")
+    artifacts.append(study_dir / "pareto.txt")
+    finished = [r for r in rows if r["status"] == "TERMINATED"]
+    if len(spec.objectives) == 2 and finished:
+        (x_name, x_mode), (y_name, y_mode) = spec.objectives
+        artifacts.append(
+            plots.pareto_scatter(
+                points[:, 0],
+                points[:, 1],
+                [r["pareto"] for r in rows],
+                [r["method"] for r in rows],
+                x_label=x_name,
+                y_label=y_name,
+                path=study_dir / "pareto.png",
+                title=f"{spec.name}: {x_name} ({x_mode}) vs {y_name} ({y_mode})",
+            )
+        )
+        worst = [
+            0.0 if x_mode == "max" else np.nanmax(points[:, 0]) * 1.1,
+            0.0 if y_mode == "max" else np.nanmax(points[:, 1]) * 1.1,
+        ]
+        tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode], worst)})
+    with_t = [r for r in finished if "temperature" in r and "test_acc" in r]
+    if with_t:
+        artifacts.append(
+            plots.temperature_tradeoff(
+                [r["temperature"] for r in with_t],
+                {k: [r[k] for r in with_t] for k in ("test_acc", "test_ece", "test_ece_ts")},
+                [r["method"] for r in with_t],
+                path=study_dir / "temperature_tradeoff.png",
+            )
+        )
+    tracker.log_study_artifacts(artifacts)
+    tracker.log_study_metrics(
+        {
+            "num_trials": len(rows),
+            "num_finished": len(finished),
+            "pareto_size": sum(r["pareto"] for r in rows),
+        }
+    )
+    return table, front
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> StudyResult:
+    validate_spec(spec)
+    storage, study_dir = _storage(spec)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    driver_device = resolve_device(device)
+    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
+    log(
+        f"data: {spec.dataset} train/val/test = "
+        f"{len(data.train)}/{len(data.val)}/{len(data.test)}, "
+        f"{data.num_classes} classes, shape {data.in_shape}"
+    )
+    needs_teacher = any(METHODS[m].uses_teacher for m in spec.methods)
+    teacher = None
+    if needs_teacher:
+        teacher = get_teacher(
+            data.to(driver_device),
+            spec.teacher,
+            spec.teacher_recipe,
+            seed=spec.seed,
+            cache_dir=Path(storage) / "teachers",
+            log=log,
+        )
+
+    tracker = StudyTracker(spec.name, tracking_uri)
+    parent_file = study_dir / PARENT_RUN_FILE
+    previous = parent_file.read_text().strip() if resume and parent_file.exists() else None
+    tags = environment_tags()
+    parent_id = tracker.start_study(
+        spec.name, dataclasses.asdict(spec), tags, resume_run_id=previous
+    )
+    parent_file.write_text(parent_id)
+    if teacher is not None and previous is None:
+        tracker.log_study_metrics(teacher.metrics)
+        tracker.log_figure(
+            parent_id,
+            "reliability_teacher.png",
+            lambda path: plots.reliability_diagram(
+                teacher.reliability, path=path, title=f"teacher {spec.teacher}, test split"
+            ),
+        )
+    log(f"mlflow: parent run {parent_id} in experiment {spec.name!r} at {tracker.tracking_uri}")
+
+    _init_ray(log)
+    context = TrialContext(
+        data=data,
+        teacher=teacher,
+        student_model=spec.student,
+        device="cuda" if spec.gpus_per_trial > 0 else "cpu",
+        threads=max(1, int(spec.cpus_per_trial)),
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, context=context),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    callback = TrackingCallback(spec.name, tracker.tracking_uri, parent_id, tags)
+    status = "FAILED"
+    try:
+        grid = _tuner(spec, trainable, callback, storage, resume, log).fit()
+        table, front = _post_process(spec, grid, tracker, study_dir, log)
+        status = "FINISHED"
+    finally:
+        tracker.end_study(status)
+    log(results.format_table(table, SUMMARY_COLUMNS, title=f"\nAll trials ({table.num_rows}):"))
+    log(
+        results.format_table(
+            front, SUMMARY_COLUMNS, title=f"\nPareto front over {[m for m, _ in spec.objectives]}:"
+        )
+    )
+    log(
+        f"\nresults: {study_dir / 'results.parquet'}\nmlflow: run `mlflow ui` in {Path.cwd()} "
+        f"(tracking URI {tracker.tracking_uri})"
+    )
+    return StudyResult(table, front, study_dir, parent_id, teacher.metrics if teacher else {})

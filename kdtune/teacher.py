@@ -1,0 +1,144 @@
+"""Train a teacher once per recipe and cache it under a content hash of that recipe.
+
+The cache key covers the data (its fingerprint), the architecture and the training recipe, so a
+changed recipe never reuses a stale teacher. Checkpoints are written atomically and loaded with
+`torch.load(weights_only=True)`: a cache file can never execute code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from kdtune import metrics
+from kdtune.config import ConfigError, Recipe
+from kdtune.data import DatasetBundle
+from kdtune.engine import EpochEnd, fit, predict
+from kdtune.methods import METHODS
+from kdtune.models import build_model
+
+
+@dataclass(frozen=True)
+class Teacher:
+    model_name: str
+    state_dict: dict[str, torch.Tensor]  # on CPU, ready for the object store
+    metrics: dict[str, float]  # teacher_{split}_{metric}
+    reliability: dict[str, list[float]]  # test-split reliability bins
+    path: str
+    cached: bool  # True when loaded rather than trained now
+
+    def build(self, num_classes: int, in_shape: tuple[int, ...], device: torch.device) -> nn.Module:
+        model = build_model(self.model_name, num_classes, in_shape)
+        model.load_state_dict(self.state_dict)
+        return model.to(device)
+
+
+def recipe_key(data: DatasetBundle, model_name: str, recipe: Recipe, seed: int) -> str:
+    description = {
+        "data": data.fingerprint(),
+        "model": model_name,
+        "seed": seed,
+        "recipe": dataclasses.asdict(recipe),
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(obj, temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(model_name, data.num_classes, data.in_shape)
+        model.load_state_dict(saved["state_dict"])
+    except Exception as error:  # any unreadable or mismatched file gets the same advice
+        raise ConfigError(
+            f"teacher checkpoint {str(path)!r} is corrupt or is not a {model_name!r} for "
+            f"{data.num_classes} classes ({type(error).__name__}: {str(error)[:200]}); "
+            f"delete it to retrain the teacher"
+        ) from None
+    return saved
+
+
+def _evaluate(
+    model: nn.Module, data: DatasetBundle
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    results: dict[str, float] = {}
+    for split_name in ("val", "test"):
+        split = getattr(data, split_name)
+        logits = predict(model, split.x, data.normalize)
+        results.update(
+            {f"teacher_{split_name}_{k}": v for k, v in metrics.evaluate(logits, split.y).items()}
+        )
+    return results, metrics.reliability_bins(logits, data.test.y)
+
+
+def _progress(log: Any, epochs: int) -> Any:
+    def hook(end: EpochEnd) -> None:
+        if end.epoch % max(1, epochs // 5) == 0 or end.epoch == epochs:
+            log(
+                f"teacher: epoch {end.epoch}/{epochs} loss {end.train_loss:.4f} "
+                f"val_acc {end.val['acc']:.4f}"
+            )
+
+    return hook
+
+
+def get_teacher(
+    data: DatasetBundle,
+    model_name: str,
+    recipe: Recipe,
+    *,
+    seed: int,
+    cache_dir: str | Path,
+    log: Any = print,
+) -> Teacher:
+    """Load the cached teacher for this exact recipe, or train and cache it (data on its device)."""
+    path = (
+        Path(cache_dir)
+        / f"{model_name}-{data.name}-{recipe_key(data, model_name, recipe, seed)}.pt"
+    )
+    if path.exists():
+        saved = _load(path, data, model_name)
+        log(f"teacher: loaded {model_name} from {path}")
+        return Teacher(
+            model_name,
+            saved["state_dict"],
+            saved["metrics"],
+            saved["reliability"],
+            str(path),
+            cached=True,
+        )
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.num_classes, data.in_shape).to(data.train.x.device)
+    log(f"teacher: training {model_name} on {data.name} for {recipe.epochs} epochs ...")
+    fit(model, data, METHODS["ce"], {}, recipe, on_epoch=_progress(log, recipe.epochs))
+    teacher_metrics, reliability = _evaluate(model, data)
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_atomic(
+        {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}, path
+    )
+    log(
+        f"teacher: test acc {teacher_metrics['teacher_test_acc']:.4f}, "
+        f"test ECE {teacher_metrics['teacher_test_ece']:.4f}; cached at {path}"
+    )
+    return Teacher(model_name, state_dict, teacher_metrics, reliability, str(path), cached=False)

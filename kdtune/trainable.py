@@ -1,0 +1,160 @@
+"""The Ray Tune function trainable, and the Ray-free trial it wraps.
+
+`run_trial` is the whole trial (parse config, seed, train, evaluate) with reporting injected, so
+it runs in-process in tests; `tune_trainable` adds only Ray's checkpoint restore and report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kdtune import metrics
+from kdtune.config import TrialConfig
+from kdtune.data import DatasetBundle
+from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
+from kdtune.methods import METHODS, method_defaults
+from kdtune.models import build_model
+from kdtune.teacher import Teacher
+
+# metrics, then the resumable training state (None when nothing to checkpoint)
+Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a study shares; sent once through Ray's object store."""
+
+    data: DatasetBundle  # CPU tensors, moved to the trial's device once
+    teacher: Teacher | None
+    student_model: str
+    device: str = "auto"
+    threads: int = 1  # torch intra-op threads, matched to the trial's CPU reservation
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prefixed(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{name}": value for name, value in values.items()}
+
+
+def final_metrics(
+    student: nn.Module, teacher: nn.Module | None, data: DatasetBundle
+) -> dict[str, Any]:
+    """Test metrics, metrics after temperature scaling (T fitted on val) and diagnostics."""
+    val_logits = predict(student, data.val.x, data.normalize)
+    test_logits = predict(student, data.test.x, data.normalize)
+    temperature = metrics.fit_temperature(val_logits, data.val.y)
+    result: dict[str, Any] = {
+        **prefixed("test", metrics.evaluate(test_logits, data.test.y)),
+        **prefixed(
+            "val",
+            {
+                f"{k}_ts": v
+                for k, v in metrics.evaluate(val_logits / temperature, data.val.y).items()
+            },
+        ),
+        **prefixed(
+            "test",
+            {
+                f"{k}_ts": v
+                for k, v in metrics.evaluate(test_logits / temperature, data.test.y).items()
+            },
+        ),
+        "temperature_ts": temperature,
+        "test_reliability": json.dumps(metrics.reliability_bins(test_logits, data.test.y)),
+    }
+    if teacher is not None:
+        teacher_logits = predict(teacher, data.test.x, data.normalize)
+        result["test_agreement"] = metrics.accuracy(test_logits, teacher_logits.argmax(dim=1))
+        result["test_kl_teacher_student"] = F.kl_div(
+            test_logits.log_softmax(1),
+            teacher_logits.log_softmax(1),
+            log_target=True,
+            reduction="batchmean",
+        ).item()
+    return result
+
+
+def run_trial(
+    config: Mapping[str, Any],
+    context: TrialContext,
+    report: Reporter,
+    resume: dict[str, Any] | None = None,
+) -> None:
+    """Train one student as `config` says and report after every epoch."""
+    trial = TrialConfig.from_dict(config, method_defaults())
+    seed_everything(trial.seed)
+    device = resolve_device(context.device)
+    data = context.data.to(device)
+    student = build_model(context.student_model, data.num_classes, data.in_shape).to(device)
+    method = METHODS[trial.method]
+    teacher_model = None
+    if context.teacher is not None:
+        teacher_model = context.teacher.build(data.num_classes, data.in_shape, device)
+
+    def on_epoch(end: EpochEnd) -> None:
+        result = {
+            "epoch": end.epoch,
+            "train_loss": end.train_loss,
+            "lr": end.lr,
+            **prefixed("val", end.val),
+        }
+        if end.epoch == trial.recipe.epochs:
+            result.update(final_metrics(student, teacher_model, data))
+        report(result, end.state())
+
+    teacher_fn = (
+        frozen(teacher_model) if method.uses_teacher and teacher_model is not None else None
+    )
+    if method.uses_teacher and teacher_fn is None:
+        raise ValueError(f"method {trial.method!r} needs a teacher, but the study has none")
+    fit(
+        student,
+        data,
+        method,
+        trial.params,
+        trial.recipe,
+        teacher=teacher_fn,
+        resume=resume,
+        on_epoch=on_epoch,
+    )
+
+
+def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune entry point: restore the last checkpoint if Tune restarted us, then train."""
+    from ray import tune
+
+    torch.set_num_threads(context.threads)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(
+                Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
+            )
+
+    def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            if state is None:
+                tune.report(result)
+                return
+            torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_trial(config, context, report, resume)

@@ -1,0 +1,44 @@
+"""KD temperature vs accuracy and calibration, with and without student-only mixup.
+
+Optuna searches the KD temperature T (1..16, log scale), the CE/KD loss weights and, for
+mixup_kd, the mixup alpha, maximising validation accuracy and minimising validation ECE.
+Every trial reports accuracy, NLL, ECE and Brier on val and test, before and after post-hoc
+temperature scaling; the Pareto front of the two objectives goes to stdout, Parquet and MLflow.
+
+Default: digits (embedded in scikit-learn), CNN teacher -> MLP student, 24 trials, CPU, ~1-2 min.
+At scale:  --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --gpus-per-trial 0.25
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kdtune.cli import run_study_script
+from kdtune.config import Recipe, StudySpec
+
+SPEC = StudySpec(
+    name="temperature_sweep",
+    dataset="digits",
+    teacher="cnn",
+    student="mlp",
+    methods=("kd", "mixup_kd"),
+    search={"temperature": (1.0, 16.0)},
+    num_samples=24,
+    max_concurrent_trials=2,
+    recipe=Recipe(epochs=30, batch_size=64, lr=0.05),
+    teacher_recipe=Recipe(epochs=30, batch_size=64, lr=0.05),
+)
+SMOKE = replace(
+    SPEC,
+    num_samples=2,
+    recipe=replace(SPEC.recipe, epochs=2),
+    teacher_recipe=replace(SPEC.teacher_recipe, epochs=2),
+)
+
+
+def main(argv: list[str] | None = None):
+    return run_study_script(SPEC, SMOKE, argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    main()

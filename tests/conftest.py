@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session, in its own short temp dir (Unix socket paths are short)."""
+    import kdtune  # noqa: F401  (keeps the local Ray on 127.0.0.1; must precede the Ray import)
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="kdt_ray_", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from kdtune.data import load_digits
+
+    return load_digits(seed=0)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdtune.pareto import hypervolume_2d, pareto_front
+
+
+def test_front_of_hand_example():
+    # (accuracy max, ece min)
+    points = np.array(
+        [[0.9, 0.05], [0.8, 0.02], [0.85, 0.06], [0.9, 0.05], [0.7, 0.02], [np.nan, 0.0]]
+    )
+    assert pareto_front(points, ["max", "min"]).tolist() == [True, True, False, True, False, False]
+
+
+def test_front_matches_brute_force_on_random_points():
+    rng = np.random.default_rng(0)
+    points = rng.random((60, 3))
+    directions = ["max", "min", "min"]
+    signs = np.array([-1, 1, 1])
+    costs = points * signs
+    expected = [
+        not any((costs[j] <= costs[i]).all() and (costs[j] < costs[i]).any() for j in range(60))
+        for i in range(60)
+    ]
+    assert pareto_front(points, directions).tolist() == expected
+
+
+def test_hypervolume_of_hand_example():
+    # maximise both; front (1, 3), (2, 2), (3, 1) against reference (0, 0): 3 + 2 + 1 = 6
+    points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [1.0, 1.0]])
+    assert hypervolume_2d(points, ["max", "max"], [0.0, 0.0]) == pytest.approx(6.0)
+
+
+def test_bad_directions_are_rejected():
+    with pytest.raises(ValueError, match="directions"):
+        pareto_front(np.zeros((2, 2)), ["max", "up"])

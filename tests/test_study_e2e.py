@@ -1,0 +1,65 @@
+"""The smoke study end to end: real Ray Tune trials, real Optuna, a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kdtune.pareto import pareto_front
+
+
+@pytest.fixture(scope="module")
+def smoke_study(ray_local, tmp_path_factory):
+    import studies.temperature_sweep as study
+    from kdtune.study import run_study
+
+    folder = tmp_path_factory.mktemp("study")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    spec = dataclasses.replace(study.SMOKE, num_samples=3, storage_path=str(folder / "ray_results"))
+    result = run_study(spec, tracking_uri=uri, log=lambda _: None)
+    return spec, result, MlflowClient(uri)
+
+
+def test_mlflow_holds_parent_and_one_child_per_trial(smoke_study):
+    spec, result, client = smoke_study
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["dataset"] == "digits"
+    assert "teacher_test_acc" in parent.data.metrics and parent.data.metrics["num_finished"] == 3
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+    )
+    assert len(children) == spec.num_samples == result.table.num_rows
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for metric in ("val_acc", "val_ece"):
+            history = client.get_metric_history(child.info.run_id, metric)
+            assert [m.step for m in history] == list(range(1, spec.recipe.epochs + 1))
+        artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert "reliability_test.png" in artifacts
+    parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {
+        "pareto.png",
+        "pareto.parquet",
+        "results.parquet",
+        "reliability_teacher.png",
+    } <= parent_artifacts
+
+
+def test_pareto_tags_agree_with_pareto_front_of_the_parquet_table(smoke_study):
+    spec, result, client = smoke_study
+    table = pq.read_table(result.study_dir / "results.parquet").to_pylist()
+    points = np.array([[row[m] for m, _ in spec.objectives] for row in table])
+    expected = pareto_front(points, [mode for _, mode in spec.objectives])
+    assert [row["pareto"] for row in table] == expected.tolist()
+    for row in table:
+        tag = client.get_run(row["mlflow_run_id"]).data.tags["pareto"]
+        assert tag == ("true" if row["pareto"] else "false")
+    assert pq.read_table(result.study_dir / "pareto.parquet").num_rows == expected.sum() >= 1
+    methods = {row["method"] for row in table}
+    assert methods <= set(spec.methods)

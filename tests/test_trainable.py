@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kdtune.config import ConfigError, Recipe
+from kdtune.teacher import get_teacher
+from kdtune.trainable import TrialContext, run_trial
+
+
+@pytest.fixture(scope="module")
+def teacher(digits, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("teachers")
+    return get_teacher(digits, "cnn", Recipe(epochs=3), seed=0, cache_dir=cache, log=lambda _: None)
+
+
+def test_teacher_is_cached_under_its_recipe(digits, teacher):
+    assert not teacher.cached and 0.5 < teacher.metrics["teacher_test_acc"] <= 1.0
+    again = get_teacher(
+        digits,
+        "cnn",
+        Recipe(epochs=3),
+        seed=0,
+        cache_dir=teacher.path.rsplit("/", 1)[0],
+        log=lambda _: None,
+    )
+    assert again.cached and again.path == teacher.path
+    assert all(torch.equal(again.state_dict[k], v) for k, v in teacher.state_dict.items())
+    other = get_teacher(
+        digits,
+        "cnn",
+        Recipe(epochs=1),
+        seed=0,
+        cache_dir=teacher.path.rsplit("/", 1)[0],
+        log=lambda _: None,
+    )
+    assert other.path != teacher.path
+
+
+def test_corrupt_teacher_checkpoint_is_named(digits, teacher, tmp_path):
+    bad = tmp_path / teacher.path.rsplit("/", 1)[1]
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="corrupt.*delete it"):
+        get_teacher(digits, "cnn", Recipe(epochs=3), seed=0, cache_dir=tmp_path, log=lambda _: None)
+
+
+def test_one_trial_in_process_reports_every_epoch(digits, teacher):
+    reports = []
+    context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu")
+    config = {"method": "mixup_kd", "temperature": 4.0, "alpha": 0.4, "epochs": 2, "seed": 0}
+    run_trial(config, context, lambda metrics, state: reports.append((metrics, state)))
+    assert [m["epoch"] for m, _ in reports] == [1, 2]
+    final, state = reports[-1]
+    for key in (
+        "val_acc",
+        "val_ece",
+        "test_acc",
+        "test_ece",
+        "test_ece_ts",
+        "temperature_ts",
+        "test_agreement",
+    ):
+        assert key in final and final[key] == final[key]  # present and not NaN
+    assert final["val_acc"] > 0.3  # 2 epochs of an MLP on digits is far above chance (0.1)
+    assert sum(json.loads(final["test_reliability"])["count"]) == len(digits.test)
+    assert state["epoch"] == 2 and "model" in state
+
+
+def test_trial_resumes_from_its_checkpoint_with_identical_results(digits, teacher):
+    context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu")
+    config = {"method": "kd", "epochs": 3, "seed": 1}
+    straight, first_leg, resumed = [], [], []
+    run_trial(config, context, lambda m, s: straight.append(m))
+    run_trial(config, context, lambda m, s: first_leg.append((m, s)))
+    state_after_1 = first_leg[0][1]
+    run_trial(config, context, lambda m, s: resumed.append(m), resume=state_after_1)
+    assert [m["epoch"] for m in resumed] == [2, 3]
+    assert resumed[-1]["val_acc"] == pytest.approx(straight[-1]["val_acc"])
+    assert resumed[-1]["val_nll"] == pytest.approx(straight[-1]["val_nll"], rel=1e-5)
