@@ -5,6 +5,8 @@ import tempfile
 
 import pytest
 
+import kdtune  # noqa: F401  (imported before Ray: keeps a local Ray on 127.0.0.1)
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -12,7 +14,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the session, in its own short temp dir (Unix socket paths are short)."""
-    import kdtune  # noqa: F401  (keeps the local Ray on 127.0.0.1; must precede the Ray import)
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="kdt_ray_", dir="/tmp")
