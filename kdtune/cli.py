@@ -51,7 +51,13 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
     add("--download", action="store_true", help="download CIFAR into --data-root (needs internet)")
     add("--teacher", default=spec.teacher, help="teacher model (%(default)s)")
     add("--student", default=spec.student, help="student model (%(default)s)")
-    add("--methods", default=",".join(spec.methods), help="comma-separated methods (%(default)s)")
+    add(
+        "--methods",
+        "--method",
+        default=",".join(spec.methods),
+        help="comma-separated methods: ce, kd, lskd, dkd, mixup_kd, cutmix_kd, cutmixpick_kd, "
+        "crld, topkd (%(default)s)",
+    )
     add(
         "--objectives",
         type=_objectives,
@@ -171,7 +177,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _pareto(args: argparse.Namespace) -> None:
     from kdtune import results
-    from kdtune.study import SUMMARY_COLUMNS
+    from kdtune.methods import METHODS
+    from kdtune.study import summary_columns
 
     path = Path(args.results)
     if path.is_dir():
@@ -179,9 +186,10 @@ def _pareto(args: argparse.Namespace) -> None:
     if not path.exists():
         raise fail(f"results: no file {str(path)!r}; give a study folder or its results.parquet")
     table = results.read_table(path)
-    print(results.format_table(table, SUMMARY_COLUMNS, title=f"All trials ({table.num_rows}):"))
+    columns = summary_columns([m for m in METHODS if m in set(table["method"].to_pylist())])
+    print(results.format_table(table, columns, title=f"All trials ({table.num_rows}):"))
     front = table.filter(table["pareto"])
-    print(results.format_table(front, SUMMARY_COLUMNS, title=f"\nPareto front ({front.num_rows}):"))
+    print(results.format_table(front, columns, title=f"\nPareto front ({front.num_rows}):"))
 
 
 def _ui(args: argparse.Namespace) -> None:

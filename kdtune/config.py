@@ -27,25 +27,30 @@ def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
 
 
 # Range rules by parameter name, shared by recipes, method hyperparameters and search bounds.
+CHOICES = {"pick": ("s_ent", "t_ent")}  # the few hyperparameters that are names, not numbers
+SWITCHES = ("logit_standardize", "topk_scale")  # 0 = off, 1 = on
+
+
 def check_param(name: str, value: Any) -> None:
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise ConfigError(f"{name}: must be one of {list(CHOICES[name])}, got {value!r}")
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+    whole = value == int(value)
     rules = [
-        (name in ("temperature", "lr") and value <= 0, "must be > 0"),
+        ((name.endswith("temperature") or name == "lr") and value <= 0, "must be > 0"),
         (name == "alpha" and value < 0, "(mixup alpha) must be >= 0"),
-        (
-            (name.startswith("w_") or name == "beta" or name == "weight_decay") and value < 0,
-            "must be >= 0",
-        ),
-        (
-            (name.startswith("tau") or name == "partial") and not 0 <= value <= 1,
-            "is a probability: must lie in [0, 1]",
-        ),
-        (
-            name in ("epochs", "batch_size") and (value < 1 or value != int(value)),
-            "must be a whole number >= 1",
-        ),
-    ]
+        (name.startswith(("w_", "topk_")) and value < 0, "must be >= 0"),
+        (name == "weight_decay" and value < 0, "must be >= 0"),
+        (name.startswith("tau") and not 0 <= value <= 1, "is a probability: must lie in [0, 1]"),
+        (name == "partial" and not 0 <= value <= 1, "is a fraction: must lie in [0, 1]"),
+        (name in ("epochs", "batch_size", "k") and (value < 1 or not whole),
+         "must be a whole number >= 1"),
+        (name == "warmup" and (value < 0 or not whole), "(epochs) must be a whole number >= 0"),
+        (name in SWITCHES and value not in (0, 1), "is a switch: must be 0 or 1"),
+    ]  # fmt: skip
     for broken, rule in rules:
         if broken:
             raise ConfigError(f"{name}: {rule}, got {value!r}")
@@ -79,13 +84,13 @@ class TrialConfig:
     """One trial: a method, its hyperparameters, the training recipe and the seed."""
 
     method: str
-    params: Mapping[str, float]
+    params: Mapping[str, float | str]
     recipe: Recipe
     seed: int = 0
 
     @classmethod
     def from_dict(
-        cls, raw: Mapping[str, Any], method_defaults: Mapping[str, Mapping[str, float]]
+        cls, raw: Mapping[str, Any], method_defaults: Mapping[str, Mapping[str, float | str]]
     ) -> TrialConfig:
         """Parse a flat trial dict (what Ray Tune hands a trial); missing params take defaults."""
         method = raw.get("method")
@@ -103,7 +108,7 @@ class TrialConfig:
                 recipe_values[key] = value
             elif key in defaults:
                 check_param(key, value)
-                params[key] = float(value)
+                params[key] = value if key in CHOICES else float(value)
             else:
                 valid = ["method", "seed", *RECIPE_KEYS, *defaults]
                 raise _unknown_key_error(key, valid, f"trial config for method {method!r}")
@@ -133,7 +138,7 @@ class StudySpec:
     # Search ranges that override the method's default space: {"temperature": (1.0, 16.0)}.
     search: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     # Hyperparameters held fixed instead of searched: {"w_ce": 0.0}.
-    fixed: Mapping[str, float] = field(default_factory=dict)
+    fixed: Mapping[str, float | str] = field(default_factory=dict)
     objectives: tuple[tuple[str, str], ...] = (("val_acc", "max"), ("val_ece", "min"))
     num_samples: int = 16
     max_concurrent_trials: int = 2

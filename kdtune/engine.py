@@ -97,7 +97,7 @@ def fit(
     model: nn.Module,
     data: DatasetBundle,
     method: Method,
-    params: Mapping[str, float],
+    params: Mapping[str, float | str],
     recipe: Recipe,
     *,
     teacher: TeacherFn | None = None,
@@ -129,7 +129,11 @@ def fit(
         )
 
     n = len(data.train)
+    fill = torch.tensor([round(255 * m) for m in data.mean], dtype=torch.uint8, device=device)
+    warmup = float(params.get("warmup", 0))
     for epoch in range(start_epoch, recipe.epochs):
+        # linear warm-up of the distillation terms over `warmup` epochs (counted from 1)
+        kd_scale = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
         model.train()
         order = torch.randperm(n, device=device)
         total_loss, seen = 0.0, 0
@@ -138,7 +142,8 @@ def fit(
             if len(index) < 2:  # BatchNorm cannot train on a single sample
                 continue
             x = augment.crop_flip(data.train.x[index], padding=data.crop_padding, flip=data.flip)
-            batch = StepBatch(data.normalize(x), data.train.y[index], data.num_classes)
+            batch = StepBatch(data.normalize(x), data.train.y[index], data.num_classes, raw=x,
+                              normalize=data.normalize, fill=fill, kd_scale=kd_scale)  # fmt: skip
             with _autocast(device):
                 loss = method.step(model, teacher, batch, params)
             if not torch.isfinite(loss):

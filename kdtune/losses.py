@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,4 +35,170 @@ def kd(
     return kl_per_sample.mean() * temperature**2
 
 
-LOSSES: dict[str, LossFn] = {"ce": ce, "kd": kd}
+def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Z-score each sample's logits (unbiased std), as logit-standardised KD does (Sun+ 2024)."""
+    mean = logits.mean(dim=1, keepdim=True)
+    return (logits - mean) / (eps + logits.std(dim=1, keepdim=True))
+
+
+def lskd(
+    student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, *, temperature: float
+) -> Tensor:
+    """Logit-standardised KD: `kd` on z-scored student and teacher logits; T is a base one."""
+    return kd(standardize(student_logits), standardize(teacher_logits), targets,
+              temperature=temperature)  # fmt: skip
+
+
+def dkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+    beta: float,
+) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, each scaled by T^2.
+
+    TCKD is the KL between the binary (target, rest) distributions; NCKD the KL between the
+    distributions over the non-target classes, obtained as mdistiller does by subtracting 1000
+    from the target logit before the softmax. `targets` must be integer labels.
+    """
+    target_mask = F.one_hot(targets, student_logits.shape[1]).bool()
+    p_student = F.softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+
+    def binary(p: Tensor) -> Tensor:
+        p_target = (p * target_mask).sum(dim=1, keepdim=True)
+        return torch.cat([p_target, 1 - p_target], dim=1)
+
+    b_student, b_teacher = binary(p_student), binary(p_teacher)
+    tckd = (b_teacher * (b_teacher.clamp_min(1e-12).log() - b_student.clamp_min(1e-12).log())).sum(
+        1
+    )
+    masked = 1000.0 * target_mask
+    log_q_student = F.log_softmax(student_logits / temperature - masked, dim=1)
+    log_q_teacher = F.log_softmax(teacher_logits / temperature - masked, dim=1)
+    nckd = (log_q_teacher.exp() * (log_q_teacher - log_q_student)).sum(1)
+    return (alpha * tckd.mean() + beta * nckd.mean()) * temperature**2
+
+
+def topk_scale(
+    teacher_logits: Tensor, targets: Tensor, *, k: int, scale: float, bias: float
+) -> Tensor:
+    """TopKD's Top-K Scaling Module, as an ASSUMPTION (METHODS.md 3.3; the paper's w_i and
+    Delta are in an appendix that was not available).
+
+    Assumed: the teacher's top-K logits are multiplied by w_r = scale ** ((K - r) / (K - 1)) for
+    rank r = 1..K (top-1 x scale, K-th x 1); the ground-truth logit, when outside the top K,
+    gets the top-1 weight (bias correction); every scaled logit is shifted by
+    Delta = bias * (mean(top-K logits) - mean(other logits)). Other logits are unchanged.
+    """
+    num_classes = teacher_logits.shape[1]
+    k = max(1, min(int(k), num_classes - 1))
+    top_values, top_index = teacher_logits.topk(k, dim=1)
+    ranks = torch.arange(k, device=teacher_logits.device, dtype=teacher_logits.dtype)
+    rank_weights = scale ** ((k - 1 - ranks) / max(k - 1, 1))
+    weights = torch.ones_like(teacher_logits).scatter(
+        1, top_index, rank_weights.expand_as(top_values)
+    )
+    in_top = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter(1, top_index, True)
+    target_mask = F.one_hot(targets, num_classes).bool()
+    weights = torch.where(target_mask & ~in_top, torch.full_like(weights, scale), weights)
+    scaled = in_top | target_mask
+    others_mean = (teacher_logits * ~in_top).sum(1, keepdim=True) / (num_classes - k)
+    delta = bias * (top_values.mean(1, keepdim=True) - others_mean)
+    return torch.where(scaled, teacher_logits * weights + delta, teacher_logits)
+
+
+def _group_cosine(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor) -> Tensor:
+    """Per-sample cosine similarity over the classes in `mask` (1 where the group is empty)."""
+    s, t = student_logits * mask, teacher_logits * mask
+    dot = (s * t).sum(1)
+    norms = s.norm(dim=1) * t.norm(dim=1)
+    return torch.where(mask.any(1), dot / norms.clamp_min(1e-12), torch.ones_like(dot))
+
+
+def topkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    *,
+    k: int,
+    alpha: float,
+    beta: float,
+    tau: float,
+    w_tdl: float,
+    w_con: float,
+) -> Tensor:
+    """TopKD's loss on (already scaled) teacher logits: w_tdl * TDL + w_con * contrastive.
+
+    TDL (Top-K decoupled loss) compares student and teacher logits by cosine similarity within
+    three groups picked on the teacher: its K largest logits, its K smallest, and the rest,
+    weighted alpha, beta, 1. ASSUMPTION: the weighted sum is divided by (alpha + beta + 1) so that
+    TDL = 1 - similarity is 0 when student == teacher. The instance-level contrastive term is a
+    symmetric InfoNCE over the B x B matrix of student/teacher similarities; ASSUMPTION: the
+    similarity is the Pearson correlation of the two logit vectors (z-scored dot product / C),
+    divided by tau.
+    """
+    num_classes = teacher_logits.shape[1]
+    k = max(1, min(int(k), num_classes // 2))
+    top = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter(
+        1, teacher_logits.topk(k, 1).indices, True
+    )
+    bottom = torch.zeros_like(top).scatter(1, (-teacher_logits).topk(k, 1).indices, True)
+    rest = ~(top | bottom)
+    similarity = (
+        alpha * _group_cosine(student_logits, teacher_logits, top)
+        + beta * _group_cosine(student_logits, teacher_logits, bottom)
+        + _group_cosine(student_logits, teacher_logits, rest)
+    ) / (alpha + beta + 1)
+    tdl = 1 - similarity.mean()
+    z_s, z_t = standardize(student_logits), standardize(teacher_logits)
+    correlation = z_s @ z_t.T / (num_classes - 1)
+    labels = torch.arange(len(z_s), device=z_s.device)
+    contrastive = 0.5 * (
+        F.cross_entropy(correlation / tau, labels) + F.cross_entropy(correlation.T / tau, labels)
+    )
+    return w_tdl * tdl + w_con * contrastive
+
+
+def crld(
+    student_weak: Tensor,
+    student_strong: Tensor,
+    teacher_weak: Tensor,
+    teacher_strong: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float,
+    tau_w: float,
+    tau_s: float,
+    w_ce: float,
+    w_wv: float,
+    w_cv: float,
+) -> Tensor:
+    """CRLD (Zhang et al. 2024): CE on both views + within-view KD gated by the teacher's weak-view
+    confidence >= tau_w + cross-view KD gated by its strong-view confidence >= tau_s.
+
+    Confidences are teacher softmax maxima at T = 1. The KD terms are averaged over the whole
+    batch: masked samples contribute 0 and are not renormalised.
+    """
+
+    def kd_per_sample(student: Tensor, teacher: Tensor) -> Tensor:
+        log_p_s = F.log_softmax(student / temperature, dim=1)
+        log_p_t = F.log_softmax(teacher / temperature, dim=1)
+        return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1) * temperature**2
+
+    gate_weak = (teacher_weak.softmax(1).max(1).values >= tau_w).float()
+    gate_strong = (teacher_strong.softmax(1).max(1).values >= tau_s).float()
+    within = kd_per_sample(student_weak, teacher_weak) + kd_per_sample(
+        student_strong, teacher_strong
+    )
+    cross = kd_per_sample(student_strong, teacher_weak) + kd_per_sample(
+        student_weak, teacher_strong
+    )
+    hard = F.cross_entropy(student_weak, targets) + F.cross_entropy(student_strong, targets)
+    return w_ce * hard + w_wv * (gate_weak * within).mean() + w_cv * (gate_strong * cross).mean()
+
+
+LOSSES: dict[str, LossFn] = {"ce": ce, "kd": kd, "lskd": lskd, "dkd": dkd, "topkd": topkd}

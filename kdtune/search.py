@@ -2,7 +2,7 @@
 
 A space names each hyperparameter with a default range; the study's `search` overrides a range
 and `fixed` pins a value. The same name means the same thing in every method ("temperature" in
-kd and mixup_kd), so Optuna's sampler learns it across methods.
+kd, dkd and mixup_kd), so Optuna's sampler learns it across methods.
 """
 
 from __future__ import annotations
@@ -13,33 +13,108 @@ from typing import Any
 
 from kdtune.config import StudySpec
 
-# suggest(name, low, high, log): records one hyperparameter of the trial
-Suggest = Callable[..., None]
+
+class Space:
+    """What a method's space function sees: it names each hyperparameter with a default range.
+
+    The study's `search` overrides a numeric range, `fixed` pins a value; a range whose ends are
+    equal is a constant. Pinned values are returned as constants of the trial's config.
+    """
+
+    def __init__(self, trial: Any, spec: StudySpec | None) -> None:
+        self.trial, self.spec = trial, spec
+        self.pinned: dict[str, Any] = {}
+        self.names: list[str] = []
+
+    def _pinned(self, name: str, low: Any, high: Any) -> bool:
+        self.names.append(name)
+        if self.spec is not None and name in self.spec.fixed:
+            self.pinned[name] = self.spec.fixed[name]
+            return True
+        if low == high:
+            self.pinned[name] = low
+            return True
+        return self.trial is None
+
+    def float(self, name: str, low: float, high: float, log: bool = False) -> None:
+        if self.spec is not None:
+            low, high = self.spec.search.get(name, (low, high))
+        if not self._pinned(name, low, high):
+            self.trial.suggest_float(name, low, high, log=log and low > 0)
+
+    def int(self, name: str, low: int, high: int) -> None:
+        if self.spec is not None:
+            low, high = (int(v) for v in self.spec.search.get(name, (low, high)))
+        if not self._pinned(name, low, high):
+            self.trial.suggest_int(name, low, high)
+
+    def choice(self, name: str, options: list[str]) -> None:
+        if not self._pinned(name, options[0], options[-1]):
+            self.trial.suggest_categorical(name, options)
 
 
-def _kd_space(suggest: Suggest) -> None:
-    suggest("temperature", 1.0, 16.0, log=True)
-    suggest("w_ce", 0.0, 1.0)
-    suggest("w_kd", 0.1, 1.0)
+def _kd_space(space: Space) -> None:
+    space.float("temperature", 1.0, 16.0, log=True)
+    space.float("w_ce", 0.0, 1.0)
+    space.float("w_kd", 0.1, 1.0)
 
 
-def _mixup_kd_space(suggest: Suggest) -> None:
-    _kd_space(suggest)
-    suggest("alpha", 0.1, 2.0, log=True)
+def _mixup_kd_space(space: Space) -> None:
+    _kd_space(space)
+    space.float("alpha", 0.1, 2.0, log=True)
 
 
-SPACES: dict[str, Callable[[Suggest], None]] = {
-    "ce": lambda suggest: None,
+def _lskd_space(space: Space) -> None:
+    space.float("temperature", 1.0, 8.0, log=True)  # a base temperature on z-scored logits
+    space.float("w_ce", 0.0, 1.0)
+    space.float("w_kd", 1.0, 12.0, log=True)
+
+
+def _dkd_space(space: Space) -> None:
+    space.float("temperature", 1.0, 16.0, log=True)
+    space.float("w_tckd", 0.25, 4.0, log=True)
+    space.float("w_nckd", 1.0, 12.0, log=True)
+
+
+def _cutmixpick_space(space: Space) -> None:
+    _kd_space(space)
+    space.choice("pick", ["s_ent", "t_ent"])
+
+
+def _crld_space(space: Space) -> None:
+    space.float("temperature", 1.0, 8.0, log=True)
+    space.float("tau_w", 0.5, 0.99)
+    space.float("tau_s", 0.0, 0.6)
+    space.float("w_wv", 0.5, 4.0, log=True)
+    space.float("w_cv", 0.1, 2.0, log=True)
+
+
+def _topkd_space(space: Space) -> None:
+    _kd_space(space)
+    space.int("k", 2, 10)
+    space.float("topk_weight", 1.0, 4.0)
+    space.float("w_tdl", 0.1, 2.0, log=True)
+    space.float("w_con", 0.01, 1.0, log=True)
+
+
+SPACES: dict[str, Callable[[Space], None]] = {
+    "ce": lambda space: None,
     "kd": _kd_space,
+    "lskd": _lskd_space,
+    "dkd": _dkd_space,
     "mixup_kd": _mixup_kd_space,
+    "cutmix_kd": _kd_space,
+    "cutmixpick_kd": _cutmixpick_space,
+    "crld": _crld_space,
+    "topkd": _topkd_space,
 }
 
 
 def space_params(method: str) -> list[str]:
     """Names a method's space suggests (what `search` and `fixed` may refer to)."""
-    names: list[str] = []
-    SPACES[method](lambda name, *args, **kwargs: names.append(name))
-    return names
+    space = Space(None, None)
+    SPACES[method](space)
+    return space.names
 
 
 def trial_constants(spec: StudySpec) -> dict[str, Any]:
@@ -54,19 +129,10 @@ class DefineByRun:
         self.spec = spec
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        spec = self.spec
-        method = trial.suggest_categorical("method", list(spec.methods))
-        pinned: dict[str, Any] = {}
-
-        def suggest(name: str, low: float, high: float, log: bool = False) -> None:
-            low, high = spec.search.get(name, (low, high))
-            if name in spec.fixed or low == high:
-                pinned[name] = spec.fixed.get(name, low)
-            else:
-                trial.suggest_float(name, low, high, log=log and low > 0)
-
-        SPACES[method](suggest)
-        return {**trial_constants(spec), **pinned}
+        method = trial.suggest_categorical("method", list(self.spec.methods))
+        space = Space(trial, self.spec)
+        SPACES[method](space)
+        return {**trial_constants(self.spec), **space.pinned}
 
 
 def make_searcher(spec: StudySpec) -> Any:

@@ -36,13 +36,7 @@ from kdtune.tracking import METHOD_TAG, StudyTracker
 from kdtune.trainable import TrialContext, tune_trainable
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
-SUMMARY_COLUMNS = (
-    "trial_id",
-    "method",
-    "temperature",
-    "alpha",
-    "w_ce",
-    "w_kd",
+SUMMARY_METRICS = (
     "val_acc",
     "val_ece",
     "test_acc",
@@ -51,6 +45,12 @@ SUMMARY_COLUMNS = (
     "test_ece_ts",
     "pareto",
 )
+
+
+def summary_columns(methods: list[str] | tuple[str, ...]) -> list[str]:
+    """The printed table: trial, method, the searched hyperparameters, the headline metrics."""
+    searched = dict.fromkeys(name for method in methods for name in space_params(method))
+    return ["trial_id", "method", *searched, *SUMMARY_METRICS]
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,9 @@ def _post_process(
     results.write_table(front, study_dir / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
     artifacts = [study_dir / "results.parquet", study_dir / "pareto.parquet"]
-    (study_dir / "pareto.txt").write_text(results.format_table(front, SUMMARY_COLUMNS) + "\n")
+    (study_dir / "pareto.txt").write_text(
+        results.format_table(front, summary_columns(spec.methods)) + "\n"
+    )
     artifacts.append(study_dir / "pareto.txt")
     finished = [r for r in rows if r["status"] == "TERMINATED"]
     if len(spec.objectives) == 2 and finished:
@@ -370,10 +372,16 @@ def run_study(
         status = "FINISHED"
     finally:
         tracker.end_study(status)
-    log(results.format_table(table, SUMMARY_COLUMNS, title=f"\nAll trials ({table.num_rows}):"))
     log(
         results.format_table(
-            front, SUMMARY_COLUMNS, title=f"\nPareto front over {[m for m, _ in spec.objectives]}:"
+            table, summary_columns(spec.methods), title=f"\nAll trials ({table.num_rows}):"
+        )
+    )
+    log(
+        results.format_table(
+            front,
+            summary_columns(spec.methods),
+            title=f"\nPareto front over {[m for m, _ in spec.objectives]}:",
         )
     )
     log(

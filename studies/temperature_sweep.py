@@ -22,7 +22,6 @@ SPEC = StudySpec(
     teacher="cnn",
     student="mlp",
     methods=("kd", "mixup_kd"),
-    search={"temperature": (1.0, 16.0)},
     num_samples=24,
     max_concurrent_trials=2,
     recipe=Recipe(epochs=30, batch_size=64, lr=0.05),

@@ -54,7 +54,8 @@ def test_mixup_kd_queries_the_teacher_on_the_student_inputs():
         seen["teacher"] = x
         return torch.zeros(len(x), 4)
 
-    batch = StepBatch(torch.randn(16, 3), torch.arange(16) % 4, 4)
+    x = torch.randn(16, 3)
+    batch = StepBatch(x, torch.arange(16) % 4, 4, raw=x, normalize=lambda v: v, fill=torch.zeros(3))
     METHODS["mixup_kd"].step(recording_student, teacher, batch, METHODS["mixup_kd"].defaults)
     assert torch.equal(seen["teacher"], seen["student"])
     assert not torch.allclose(seen["teacher"], batch.x)  # the batch was mixed

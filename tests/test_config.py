@@ -9,7 +9,8 @@ from kdtune.methods import method_defaults
 def test_trial_config_round_trip_and_defaults():
     raw = {"method": "kd", "temperature": 8.0, "epochs": 3, "seed": 5}
     trial = TrialConfig.from_dict(raw, method_defaults())
-    assert trial.params == {"temperature": 8.0, "w_ce": 0.1, "w_kd": 0.9}
+    assert trial.params == {**method_defaults()["kd"], "temperature": 8.0}
+    assert (trial.params["w_ce"], trial.params["w_kd"]) == (0.1, 0.9)
     assert trial.recipe.epochs == 3 and trial.seed == 5
     assert TrialConfig.from_dict(trial.to_dict(), method_defaults()) == trial
 

@@ -38,11 +38,31 @@ def test_ce_accepts_labels_and_distributions_equally():
     )
 
 
-def _hyperparameters(name: str) -> dict[str, float]:
-    from kdtune.methods import METHODS
+LOSS_KWARGS = {
+    "ce": {},
+    "kd": {"temperature": 4.0},
+    "lskd": {"temperature": 2.0},
+    "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0},
+    "topkd": {"k": 2, "alpha": 1.0, "beta": 1.0, "tau": 0.1, "w_tdl": 1.0, "w_con": 0.1},
+}
+ZERO_WHEN_EQUAL = ("kd", "lskd", "dkd")
 
-    params = dict(METHODS[name].defaults) if name in METHODS else {}
-    return {k: v for k, v in params.items() if k == "temperature"}
+
+def _hyperparameters(name: str) -> dict:
+    return LOSS_KWARGS[name]
+
+
+def test_every_loss_is_covered_by_the_contract_tests():
+    assert set(LOSSES) == set(LOSS_KWARGS)
+
+
+@pytest.mark.parametrize("name", ZERO_WHEN_EQUAL)
+def test_distillation_loss_is_zero_when_student_equals_teacher(name):
+    logits = torch.randn(6, 7)
+    labels = torch.randint(0, 7, (6,))
+    assert LOSSES[name](logits, logits, labels, **LOSS_KWARGS[name]).item() == pytest.approx(
+        0, abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -59,13 +79,6 @@ def test_loss_contract(name):
     order = torch.randperm(8)
     shuffled = LOSSES[name](student[order], teacher[order], labels[order], **_hyperparameters(name))
     assert shuffled.item() == pytest.approx(loss.item(), rel=1e-5)
-
-
-def test_kd_is_zero_when_student_equals_teacher():
-    logits = torch.randn(6, 7)
-    assert kd(
-        logits, logits, torch.zeros(6, dtype=torch.long), temperature=3.0
-    ).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_losses_module_imports_neither_ray_nor_mlflow():

@@ -1,0 +1,201 @@
+"""Issue 3: every method's loss by hand or by an independent re-implementation, its views, its
+search space, and one real trial per method on digits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtune import augment, losses
+from kdtune.config import Recipe, StudySpec, TrialConfig
+from kdtune.engine import fit
+from kdtune.methods import METHODS, Method, StepBatch, highest_entropy, method_defaults
+from kdtune.search import SPACES, DefineByRun
+
+
+def _numpy_dkd(
+    s: np.ndarray, t: np.ndarray, y: np.ndarray, T: float, alpha: float, beta: float
+) -> float:
+    """DKD written straight from its published formula, one sample at a time."""
+    total = 0.0
+    for zs, zt, label in zip(s, t, y):
+        ps, pt = np.exp(zs / T) / np.exp(zs / T).sum(), np.exp(zt / T) / np.exp(zt / T).sum()
+        bs, bt = np.array([ps[label], 1 - ps[label]]), np.array([pt[label], 1 - pt[label]])
+        tckd = (bt * np.log(bt / bs)).sum()
+        others = [c for c in range(len(zs)) if c != label]
+        qs = np.exp(zs[others] / T) / np.exp(zs[others] / T).sum()
+        qt = np.exp(zt[others] / T) / np.exp(zt[others] / T).sum()
+        nckd = (qt * np.log(qt / qs)).sum()
+        total += (alpha * tckd + beta * nckd) * T**2
+    return total / len(y)
+
+
+def test_dkd_matches_straight_line_reimplementation():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5, dtype=torch.float64) * 2, torch.randn(6, 5, dtype=torch.float64) * 2
+    y = torch.randint(0, 5, (6,))
+    for T, alpha, beta in ((4.0, 1.0, 8.0), (1.5, 0.5, 2.0)):
+        ours = losses.dkd(s, t, y, temperature=T, alpha=alpha, beta=beta).item()
+        assert ours == pytest.approx(
+            _numpy_dkd(s.numpy(), t.numpy(), y.numpy(), T, alpha, beta), rel=1e-6
+        )
+
+
+def test_lskd_is_kd_on_z_scored_logits():
+    s, t = torch.tensor([[1.0, 2.0, 6.0]]), torch.tensor([[3.0, 0.0, 0.0]])
+    z = lambda v: (v - v.mean()) / v.std(ddof=1)  # noqa: E731
+    zs, zt = z(s[0].numpy()), z(t[0].numpy())
+    T = 2.0
+    ps, pt = np.exp(zs / T) / np.exp(zs / T).sum(), np.exp(zt / T) / np.exp(zt / T).sum()
+    expected = T**2 * (pt * np.log(pt / ps)).sum()
+    assert losses.lskd(s, t, torch.tensor([0]), temperature=T).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_topk_scale_by_hand():
+    t = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    # top-2 = classes 0 and 1, weights 2 and 1; Delta = 0.1 * (3.5 - mean(2, 1, 0)) = 0.25;
+    # the true class 3 is outside the top 2, so it gets the top-1 weight 2.
+    scaled = losses.topk_scale(t, torch.tensor([3]), k=2, scale=2.0, bias=0.1)
+    assert scaled[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 2.25, 0.0])
+    inside = losses.topk_scale(t, torch.tensor([0]), k=2, scale=2.0, bias=0.1)
+    assert inside[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 1.0, 0.0])
+
+
+def test_topkd_tdl_is_zero_when_student_equals_teacher_and_positive_otherwise():
+    torch.manual_seed(0)
+    t = torch.randn(8, 10)
+    kwargs = dict(k=3, alpha=1.0, beta=1.0, tau=0.1, w_tdl=1.0, w_con=0.0)
+    assert losses.topkd(t, t, torch.zeros(8, dtype=torch.long), **kwargs).item() == pytest.approx(
+        0, abs=1e-6
+    )
+    assert (
+        losses.topkd(torch.randn(8, 10), t, torch.zeros(8, dtype=torch.long), **kwargs).item() > 0.1
+    )
+
+
+def test_crld_gates_and_weights_by_hand():
+    T = 4.0
+    uniform, sharp = torch.zeros(10), torch.tensor([9.0] + [0.0] * 9)  # confidences 0.1 and ~0.9
+    t_weak = torch.stack([sharp, uniform])  # weak-view confidence: sample 0 >= 0.9, sample 1 not
+    t_strong = torch.stack(
+        [uniform, sharp]
+    )  # strong-view confidence: sample 0 < 0.2, sample 1 >= 0.2
+    assert t_weak.softmax(1).max(1).values[0] >= 0.9
+    torch.manual_seed(1)
+    s_weak, s_strong, y = torch.randn(2, 10), torch.randn(2, 10), torch.tensor([0, 3])
+
+    def kd1(s, t):
+        return losses.kd(s[None], t[None], y[:1], temperature=T).item()
+
+    within0 = kd1(s_weak[0], t_weak[0]) + kd1(s_strong[0], t_strong[0])
+    cross1 = kd1(s_strong[1], t_weak[1]) + kd1(s_weak[1], t_strong[1])
+    hard = F.cross_entropy(s_weak, y).item() + F.cross_entropy(s_strong, y).item()
+    expected = (
+        1.0 * hard + 2.0 * within0 / 2 + 0.5 * cross1 / 2
+    )  # masked samples add 0, mean over 2
+    got = losses.crld(s_weak, s_strong, t_weak, t_strong, y, temperature=T, tau_w=0.9, tau_s=0.2,
+                      w_ce=1.0, w_wv=2.0, w_cv=0.5)  # fmt: skip
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_cutmix_box_area_is_one_minus_lambda_and_partners_differ():
+    torch.manual_seed(0)
+    for _ in range(20):
+        x = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 32, 32).contiguous()
+        mixed, partner, lam = augment.cutmix(x)
+        assert (partner != torch.arange(8)).all()
+        pasted = (mixed != x).float().mean(dim=(1, 2, 3))
+        assert torch.allclose(pasted, torch.full((8,), 1 - lam.item()), atol=1e-6)
+        assert torch.equal(mixed[partner != partner, 0, 0, 0], x[partner != partner, 0, 0, 0])
+
+
+def test_highest_entropy_keeps_the_most_uncertain_half():
+    logits = torch.tensor(
+        [[10.0, 0, 0], [0, 0, 0], [5, 0, 0], [1, 0, 0]]
+    )  # entropies: low, max, mid, high
+    assert sorted(highest_entropy(logits, 2).tolist()) == [1, 3]
+
+
+def test_cutmixpick_with_teacher_entropy_trains_on_the_uncertain_half():
+    torch.manual_seed(0)
+    calls: list[torch.Tensor] = []
+    weights = torch.randn(3 * 4 * 4, 5)
+
+    def teacher(x):
+        calls.append(x)
+        return x.flatten(1) @ weights
+
+    x = torch.randn(6, 3, 4, 4)
+    batch = StepBatch(x, torch.arange(6) % 5, 5, raw=x, normalize=lambda v: v, fill=torch.zeros(3))
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    params = {**METHODS["cutmixpick_kd"].defaults, "pick": "t_ent"}
+    METHODS["cutmixpick_kd"].step(student, teacher, batch, params)
+    pool, picked = calls[0], calls[-1]
+    assert len(pool) == 12 and len(picked) == 6
+    chosen = highest_entropy(teacher(pool), 6)
+    assert torch.equal(picked, pool[chosen])
+
+
+def test_engine_ramps_distillation_weight_over_warmup_epochs(digits):
+    seen: dict[int, float] = {}
+
+    def recording_step(student, teacher, batch, p):
+        seen[len(seen)] = batch.kd_scale
+        return losses.ce(student(batch.x), None, batch.y)
+
+    from kdtune.models import build_model
+
+    model = build_model("mlp", 10, digits.in_shape)
+    method = Method(recording_step, {"warmup": 4.0}, uses_teacher=False, reference="test")
+    scales = []
+    fit(model, digits, method, {"warmup": 4.0}, Recipe(epochs=5, batch_size=2048),
+        on_epoch=lambda end: scales.append(seen[len(seen) - 1]))  # fmt: skip
+    assert scales == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_strong_view_keeps_uint8_and_changes_images():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    view = augment.strong_view(x, fill=torch.tensor([125, 123, 114], dtype=torch.uint8))
+    assert view.dtype == torch.uint8 and view.shape == x.shape
+    assert (view != x).float().mean() > 0.05
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_has_a_search_space_that_yields_valid_configs(method):
+    assert method in SPACES
+    spec = StudySpec(methods=(method,), recipe=Recipe(epochs=2))
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    for _ in range(3):
+        trial = study.ask()
+        constants = DefineByRun(spec)(trial)
+        config = {**trial.params, **constants}
+        parsed = TrialConfig.from_dict(config, method_defaults())
+        assert parsed.method == method and parsed.recipe.epochs == 2
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_one_smoke_trial_per_method_on_digits(method, digits, tmp_path_factory):
+    from kdtune.teacher import get_teacher
+    from kdtune.trainable import TrialContext, run_trial
+
+    cache = tmp_path_factory.getbasetemp() / "method_teachers"
+    teacher = get_teacher(
+        digits, "cnn", Recipe(epochs=2), seed=0, cache_dir=cache, log=lambda _: None
+    )
+    reports = []
+    context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu")
+    run_trial({"method": method, "epochs": 2, "seed": 0}, context, lambda m, s: reports.append(m))
+    first, final = reports
+    assert math.isfinite(final["train_loss"]) and math.isfinite(final["val_nll"])
+    assert 0 <= final["val_acc"] <= 1 and "test_ece_ts" in final
+    if "warmup" not in METHODS[method].defaults:  # a warm-up raises the loss's weight each epoch
+        assert final["train_loss"] < first["train_loss"]
