@@ -5,6 +5,8 @@ Randomness comes from torch's global generator, which each trial seeds once (and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -122,3 +124,38 @@ def noisy_view(x: Tensor, *, noise: float = 0.5, drop: float = 0.2) -> Tensor:
     features is zeroed."""
     keep = (torch.rand_like(x) >= drop).to(x.dtype)
     return (x + noise * torch.randn_like(x)) * keep
+
+
+def _batch_mixup(x: Tensor) -> Tensor:
+    """Mixup as Good-DA-in-KD uses it: one lambda ~ Beta(1, 1) for the whole batch."""
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    return lam * x + (1 - lam) * x[torch.randperm(len(x), device=x.device)]
+
+
+# The extra augmented copy x' of a (normalised, crop+flipped) batch, by name, as compared in
+# Good-DA-in-KD; `cutmixpick` needs a scorer (logits of the model whose entropy picks).
+AUGMENTATIONS: dict[str, Callable[..., Tensor]] = {
+    "identity": lambda x, scorer=None: x,
+    "flip": lambda x, scorer=None: x.flip(3) if x.dim() == 4 else x,
+    "crop_flip": lambda x, scorer=None: (
+        crop_flip(x, padding=max(1, x.shape[-1] // 8), flip=True) if x.dim() == 4 else x
+    ),
+    "cutout": lambda x, scorer=None: (
+        cutout(x, max_fraction=0.5) if x.dim() == 4 else noisy_view(x, noise=0)
+    ),
+    "mixup": lambda x, scorer=None: _batch_mixup(x),
+    "cutmix": lambda x, scorer=None: cutmix(x)[0],
+    "cutmixpick": lambda x, scorer: _pick_cutmix(x, scorer),
+}
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Entropy of each row's softmax at T = 1."""
+    log_p = logits.float().log_softmax(dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def _pick_cutmix(x: Tensor, scorer: Callable[[Tensor], Tensor]) -> Tensor:
+    """CutMixPick: the most uncertain half (by `scorer`'s entropy) of a 2x CutMix pool."""
+    pool = torch.cat([cutmix(x)[0], cutmix(x)[0]])
+    return pool[entropy(scorer(pool)).topk(len(x)).indices]

@@ -124,8 +124,7 @@ def _cutmix_kd_step(
 
 def highest_entropy(logits: Tensor, n: int) -> Tensor:
     """Indices of the n rows whose softmax (T = 1) has the highest entropy."""
-    log_p = logits.float().log_softmax(dim=1)
-    return (-(log_p.exp() * log_p).sum(dim=1)).topk(n).indices
+    return augment.entropy(logits).topk(n).indices
 
 
 def _cutmixpick_kd_step(

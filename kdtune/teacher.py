@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kdtune import metrics
+from kdtune import augment, metrics
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
-from kdtune.engine import EpochEnd, fit, predict
+from kdtune.engine import EpochEnd, fit, frozen, predict
 from kdtune.methods import METHODS
 from kdtune.models import build_model
 
@@ -142,3 +142,31 @@ def get_teacher(
         f"test ECE {teacher_metrics['teacher_test_ece']:.4f}; cached at {path}"
     )
     return Teacher(model_name, state_dict, teacher_metrics, reliability, str(path), cached=False)
+
+
+@torch.no_grad()
+def teacher_t_stddev(
+    model: nn.Module, data: DatasetBundle, augmentation: str, *, epochs: int = 10,
+    batch_size: int = 64, chunk_size: int = 640, seed: int = 0,
+) -> float:  # fmt: skip
+    """Good-DA-in-KD's T.stddev of an augmentation, from the teacher alone (no student trained).
+
+    As the paper's `check_ce_var` run: every training batch (crop+flip) and its augmented copy
+    go through the teacher, their softmax vectors are buffered in that order, and
+    `metrics.t_stddev` takes chunks of 640 (10 batches of 64). Lower predicts a better student.
+    """
+    if augmentation not in augment.AUGMENTATIONS:
+        raise ConfigError(f"augmentation: unknown {augmentation!r}; choose one of "
+                          f"{sorted(augment.AUGMENTATIONS)}")  # fmt: skip
+    torch.manual_seed(seed)
+    teacher = frozen(model)
+    probs = []
+    n = len(data.train)
+    for _ in range(epochs):
+        order = torch.randperm(n, device=data.train.x.device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            raw = data.train.x[order[start : start + batch_size]]
+            x = data.normalize(augment.crop_flip(raw, padding=data.crop_padding, flip=data.flip))
+            extra = augment.AUGMENTATIONS[augmentation](x, teacher)
+            probs += [teacher(x).softmax(1), teacher(extra).softmax(1)]
+    return metrics.t_stddev(torch.cat(probs), chunk_size)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch import Tensor
 
 from kdtune import metrics
 from kdtune.config import TrialConfig
@@ -81,14 +81,40 @@ def final_metrics(
     }
     if teacher is not None:
         teacher_logits = predict(teacher, data.test.x, data.normalize)
-        result["test_agreement"] = metrics.accuracy(test_logits, teacher_logits.argmax(dim=1))
-        result["test_kl_teacher_student"] = F.kl_div(
-            test_logits.log_softmax(1),
-            teacher_logits.log_softmax(1),
-            log_target=True,
-            reduction="batchmean",
-        ).item()
+        result["test_agreement"] = metrics.agreement(test_logits, teacher_logits)
+        result["test_kl_teacher_student"] = metrics.kl_teacher_student(teacher_logits, test_logits)
+        student_linearity = vicinal_linearity(student, data)
+        teacher_linearity = vicinal_linearity(teacher, data)
+        result.update({
+            "train_linearity_student": student_linearity["mean"],
+            "train_linearity_teacher": teacher_linearity["mean"],
+            # > 0: the student is more linear between training points than its teacher
+            "train_linearity_gain": teacher_linearity["mean"] - student_linearity["mean"],
+            "train_linearity_gain_peak": teacher_linearity["peak"] - student_linearity["peak"],
+        })  # fmt: skip
     return result
+
+
+@torch.no_grad()
+def vicinal_linearity(model: nn.Module, data: DatasetBundle, pairs: int = 2048) -> dict[str, float]:
+    """`metrics.vicinal_linearity` on training pairs (x_i, shuffled x_j), lambda ~ U(0, 1).
+    A private generator with a fixed seed makes teacher and student see the same pairs."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    n = min(pairs, len(data.train))
+    index = torch.randperm(len(data.train), generator=generator)[:n].to(data.train.x.device)
+    x_i = data.normalize(data.train.x[index])
+    partner = torch.randperm(n, generator=generator).to(x_i.device)
+    lam = torch.rand(n, generator=generator).to(x_i.device)
+    mixed = (
+        lam.view(-1, *[1] * (x_i.dim() - 1)) * x_i
+        + (1 - lam.view(-1, *[1] * (x_i.dim() - 1))) * x_i[partner]
+    )
+
+    def probs(x: Tensor) -> Tensor:
+        return predict(model, x, lambda v: v).softmax(1)
+
+    p_i = probs(x_i)
+    return metrics.vicinal_linearity(p_i, p_i[partner], probs(mixed), lam)
 
 
 def run_trial(

@@ -79,3 +79,29 @@ def test_trial_resumes_from_its_checkpoint_with_identical_results(digits, teache
     assert [m["epoch"] for m in resumed] == [2, 3]
     assert resumed[-1]["val_acc"] == pytest.approx(straight[-1]["val_acc"])
     assert resumed[-1]["val_nll"] == pytest.approx(straight[-1]["val_nll"], rel=1e-5)
+
+
+def test_t_stddev_of_every_augmentation_from_the_teacher_alone(digits, teacher):
+    from kdtune.augment import AUGMENTATIONS
+    from kdtune.teacher import teacher_t_stddev
+
+    model = teacher.build(digits.num_classes, digits.in_shape, torch.device("cpu"))
+    values = {name: teacher_t_stddev(model, digits, name, epochs=2) for name in AUGMENTATIONS}
+    assert all(0 < v < 0.5 for v in values.values()), values
+    assert teacher_t_stddev(model, digits, "cutmix", epochs=2) == pytest.approx(values["cutmix"])
+    with pytest.raises(ConfigError, match="augmentation"):
+        teacher_t_stddev(model, digits, "autoaugment")
+
+
+def test_final_report_has_diagnostics(digits, teacher):
+    reports = []
+    context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu")
+    run_trial({"method": "kd", "epochs": 1}, context, lambda m, s: reports.append(m))
+    final = reports[-1]
+    for split in ("val", "test"):
+        for name in ("acc", "nll", "ece", "adaptive_ece", "brier", "conf_gap", "oe"):
+            assert f"{split}_{name}" in final and f"{split}_{name}_ts" in final
+    assert final["train_linearity_gain"] == pytest.approx(
+        final["train_linearity_teacher"] - final["train_linearity_student"]
+    )
+    assert final["train_linearity_student"] >= 0 and final["test_kl_teacher_student"] >= 0
