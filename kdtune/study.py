@@ -128,10 +128,14 @@ class TrackingCallback(tune.Callback):
     the MLflow client is rebuilt lazily after unpickling."""
 
     def __init__(
-        self, experiment: str, tracking_uri: str, parent_run_id: str, tags: dict[str, str]
-    ) -> None:
+        self, experiment: str, tracking_uri: str, parent_run_id: str, tags: dict[str, str],
+        spec: StudySpec,
+    ) -> None:  # fmt: skip
         self.experiment, self.tracking_uri = experiment, tracking_uri
         self.parent_run_id, self.tags = parent_run_id, tags
+        self.objectives = [metric for metric, _ in spec.objectives]
+        self.num_samples = spec.num_samples
+        self.ended = 0
         self._tracker: StudyTracker | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -156,12 +160,20 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)
-        reliability = (trial.last_result or {}).get("test_reliability")
-        self.tracker.end_trial(trial.trial_id, "FINISHED", reliability)
+        result = trial.last_result or {}
+        self.tracker.end_trial(trial.trial_id, "FINISHED", result.get("test_reliability"))
+        scores = "  ".join(f"{m} {result.get(m, float('nan')):.4f}" for m in self.objectives)
+        self._progress(trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s)")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)
         self.tracker.end_trial(trial.trial_id, "FAILED")
+        self._progress(trial, f"FAILED, see {trial.local_path}/error.txt")
+
+    def _progress(self, trial: Any, text: str) -> None:
+        self.ended += 1
+        print(f"trial {self.ended}/{self.num_samples} {trial.trial_id} "
+              f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip
 
 
 def _init_ray(log: Callable[[str], None]) -> None:
@@ -170,10 +182,10 @@ def _init_ray(log: Callable[[str], None]) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
         # A local Ray binds to loopback only and starts no dashboard.
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, log_to_driver=False)
     log(f"ray: {ray.cluster_resources()}")
 
 
@@ -192,6 +204,9 @@ def _tuner(
     log: Callable[[str], None],
 ) -> tune.Tuner:
     path = str(Path(storage) / spec.name)
+    # Trials checkpoint every epoch and keep one checkpoint, so Tune snapshots the experiment
+    # state often; that is cheap and is what makes resume lose nothing: silence its warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume and tune.Tuner.can_restore(path):
         log(f"study: resuming from {path}")
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -208,7 +223,7 @@ def _tuner(
             name=spec.name,
             storage_path=storage,
             callbacks=[callback],
-            verbose=1,
+            verbose=0,  # kdtune prints one line per finished trial instead
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
@@ -364,7 +379,7 @@ def run_study(
         tune.with_parameters(tune_trainable, context=context),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
-    callback = TrackingCallback(spec.name, tracker.tracking_uri, parent_id, tags)
+    callback = TrackingCallback(spec.name, tracker.tracking_uri, parent_id, tags, spec)
     status = "FAILED"
     try:
         grid = _tuner(spec, trainable, callback, storage, resume, log).fit()
