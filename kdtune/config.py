@@ -183,26 +183,73 @@ class StudySpec:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
         """Build a spec from plain data (a TOML file); nested recipes are tables."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError("study spec: must be a table of keys and values")
         valid = [f.name for f in fields(cls)]
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in valid:
-                raise _unknown_key_error(key, valid, "study spec")
-            if key in ("recipe", "teacher_recipe"):
-                if not isinstance(value, Mapping):
-                    raise ConfigError(f"{key}: must be a table of {RECIPE_KEYS}")
-                for recipe_key in value:
-                    if recipe_key not in RECIPE_KEYS:
-                        raise _unknown_key_error(recipe_key, RECIPE_KEYS, key)
-                value = Recipe(**value)
-            elif key == "methods":
-                value = tuple(value)
-            elif key == "objectives":
-                value = tuple((str(m), str(d)) for m, d in value)
-            elif key == "search":
-                value = {k: (float(v[0]), float(v[1])) for k, v in value.items()}
-            values[key] = value
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise ConfigError(f"study spec: {error}") from None
+                raise _unknown_key_error(str(key), valid, "study spec")
+            values[key] = _parse_spec_value(key, value)
+        return cls(**values)
+
+
+_NUMBER = (int, float)
+_SPEC_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path"), (str,)),
+    **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures"), (int,)),
+    **dict.fromkeys(("cpus_per_trial", "gpus_per_trial"), _NUMBER),
+    "download": (bool,),
+}
+
+
+def _is(value: Any, kinds: tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not a number."""
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _parse_spec_value(key: str, value: Any) -> Any:
+    """Type-check one spec entry and convert TOML lists/tables to the dataclass's types."""
+    if key in _SPEC_TYPES:
+        if not _is(value, _SPEC_TYPES[key]):
+            names = " or ".join(t.__name__ for t in _SPEC_TYPES[key])
+            raise ConfigError(f"{key}: must be {names}, got {value!r}")
+        return value
+    if key in ("recipe", "teacher_recipe"):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: must be a table with keys among {RECIPE_KEYS}")
+        for recipe_key, recipe_value in value.items():
+            if recipe_key not in RECIPE_KEYS:
+                raise _unknown_key_error(str(recipe_key), RECIPE_KEYS, key)
+            expected = (str,) if recipe_key in ("optimizer", "schedule") else _NUMBER
+            if not _is(recipe_value, expected):
+                raise ConfigError(f"{key}.{recipe_key}: must be a {expected[0].__name__}, "
+                                  f"got {recipe_value!r}")  # fmt: skip
+        return Recipe(**value)
+    if key == "methods":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) for m in value):
+            raise ConfigError(f"methods: must be a list of method names, got {value!r}")
+        return tuple(value)
+    if key == "objectives":
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(isinstance(v, str) for v in pair)
+            for pair in value
+        ):
+            raise ConfigError(
+                f'objectives: must be a list of [metric, "max" | "min"], got {value!r}'
+            )
+        return tuple((metric, mode) for metric, mode in value)
+    if not isinstance(value, Mapping):  # search and fixed
+        raise ConfigError(f"{key}: must be a table of hyperparameter names, got {value!r}")
+    if key == "search":
+        for name, bounds in value.items():
+            if (
+                not isinstance(bounds, (list, tuple))
+                or len(bounds) != 2
+                or not all(_is(b, _NUMBER) for b in bounds)
+            ):
+                raise ConfigError(f"search.{name}: give [low, high], got {bounds!r}")
+        return {name: (float(low), float(high)) for name, (low, high) in value.items()}
+    return dict(value)

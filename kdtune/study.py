@@ -123,6 +123,22 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def failure_reason(error: BaseException | str | None) -> str:
+    """The user-facing line of a trial's error: the original exception, not Ray's wrapper."""
+    if isinstance(error, str):  # the text of Tune's error.txt: the exception is its last line
+        lines = [line for line in error.splitlines() if line.strip()]
+        return lines[-1].strip()[:500] if lines else "unknown error"
+    cause = getattr(error, "cause", None) or error
+    if cause is None:
+        return "unknown error"
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[-1] if 'Traceback' in lines[0] else lines[0]}"[:500]
+
+
+def _error_file_text(path: str | None) -> str | None:
+    return Path(path).read_text() if path and Path(path).exists() else None
+
+
 class TrackingCallback(tune.Callback):
     """Forwards every trial event to MLflow from the driver. Picklable (Tune saves it for resume):
     the MLflow client is rebuilt lazily after unpickling."""
@@ -167,8 +183,9 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)
-        self.tracker.end_trial(trial.trial_id, "FAILED")
-        self._progress(trial, f"FAILED, see {trial.local_path}/error.txt")
+        reason = failure_reason(trial.get_pickled_error() or _error_file_text(trial.error_file))
+        self.tracker.end_trial(trial.trial_id, "FAILED", failure=reason)
+        self._progress(trial, f"FAILED: {reason} (details: {trial.error_file})")
 
     def _progress(self, trial: Any, text: str) -> None:
         self.ended += 1
@@ -187,6 +204,17 @@ def _init_ray(log: Callable[[str], None]) -> None:
         # A local Ray binds to loopback only and starts no dashboard.
         ray.init(include_dashboard=False, log_to_driver=False)
     log(f"ray: {ray.cluster_resources()}")
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".kdtune_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"storage_path: cannot write to {str(folder)!r} ({error.strerror}); "
+                          "choose a writable folder with --storage") from None  # fmt: skip
 
 
 def _storage(spec: StudySpec) -> tuple[str, Path]:
@@ -240,7 +268,7 @@ def _rows(grid: Any, run_ids: dict[str, str]) -> list[dict[str, Any]]:
                 **result.metrics,
                 "trial_id": trial_id,
                 "status": "ERROR" if result.error else "TERMINATED",
-                "error": str(result.error)[:500] if result.error else None,
+                "error": failure_reason(result.error) if result.error else None,
                 "mlflow_run_id": run_ids.get(trial_id),
             }
         )
@@ -328,7 +356,7 @@ def run_study(
 ) -> StudyResult:
     validate_spec(spec)
     storage, study_dir = _storage(spec)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(study_dir)
     driver_device = resolve_device(device)
     data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
     log(

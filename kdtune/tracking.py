@@ -139,8 +139,13 @@ class StudyTracker:
     def log_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
         self._log(self._trial_runs[trial_id], metrics=scalar_metrics(metrics), step=step)
 
-    def end_trial(self, trial_id: str, status: str, reliability_json: str | None = None) -> None:
+    def end_trial(
+        self, trial_id: str, status: str, reliability_json: str | None = None,
+        failure: str | None = None,
+    ) -> None:  # fmt: skip
         run_id = self._trial_runs[trial_id]
+        if failure:
+            self.client.set_tag(run_id, "failure", failure)
         if reliability_json:
             self.log_figure(
                 run_id,
