@@ -1,0 +1,139 @@
+"""Issue 7, faults: real processes are killed mid-study and nothing finished is lost (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kdtune.config import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _latest_results(study_dir: Path) -> dict[str, dict]:
+    """trial folder -> its last reported result (Tune's result.json, one JSON per line)."""
+    latest = {}
+    for path in study_dir.glob("tune_trainable_*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines:
+            latest[path.parent.name] = json.loads(lines[-1])
+    return latest
+
+
+def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
+    import studies.temperature_sweep as study
+    from kdtune.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = dataclasses.replace(
+        study.SMOKE,
+        methods=("kd",),
+        num_samples=2,
+        max_failures=2,
+        recipe=Recipe(epochs=80),
+        storage_path=str(tmp_path / "ray"),
+    )
+    outcome: dict = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(result=run_study(spec, tracking_uri=uri, log=lambda _: None))
+    )
+    runner.start()
+    killed_pid = None
+    deadline = time.time() + 120
+    while killed_pid is None and time.time() < deadline:
+        for result in _latest_results(tmp_path / "ray" / spec.name).values():
+            if 10 <= result.get("epoch", 0) < 60:
+                killed_pid = result["pid"]
+                os.kill(killed_pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    assert killed_pid is not None, "no trial reached epoch 10 in time"
+    table = outcome["result"].table.to_pylist()
+    assert [r["status"] for r in table] == ["TERMINATED", "TERMINATED"]
+    assert all(r["epoch"] == 80 for r in table)
+    restarted = [r for r in table if r["pid"] != killed_pid]
+    assert len(restarted) == 2  # the killed trial finished in another process
+    client = MlflowClient(uri)
+    children = client.search_runs(
+        [client.get_run(outcome["result"].parent_run_id).info.experiment_id],
+        filter_string="tags.`kdtune.trial_id` != ''",
+    )
+    assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(
+        r["trial_id"] for r in table
+    )
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [
+        sys.executable,
+        str(ROOT / "studies" / "temperature_sweep.py"),
+        "--smoke-test",
+        "--name",
+        "resumable",
+        "--num-samples",
+        "4",
+        "--max-concurrent-trials",
+        "1",
+        "--epochs",
+        "60",
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        uri,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    finished_before_kill = []
+    for line in first.stdout:
+        if line.startswith("trial ") and "/4 " in line:
+            finished_before_kill.append(line.split()[2])
+            if len(finished_before_kill) == 2:
+                break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    assert len(finished_before_kill) == 2
+
+    second = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    table = pq.read_table(tmp_path / "ray" / "resumable" / "results.parquet").to_pylist()
+    assert len(table) == 4 and len({r["trial_id"] for r in table}) == 4
+    assert set(finished_before_kill) <= {r["trial_id"] for r in table}
+    assert all(r["status"] == "TERMINATED" for r in table)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("resumable")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags]
+    children = [r for r in runs if "kdtune.trial_id" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(
+        r["trial_id"] for r in table
+    )
+    for child in children:
+        if child.data.tags["kdtune.trial_id"] in finished_before_kill:  # not trained again
+            history = client.get_metric_history(child.info.run_id, "val_acc")
+            assert [m.step for m in history] == list(range(1, 61))
