@@ -137,3 +137,26 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         if child.data.tags["kdtune.trial_id"] in finished_before_kill:  # not trained again
             history = client.get_metric_history(child.info.run_id, "val_acc")
             assert [m.step for m in history] == list(range(1, 61))
+
+
+def test_hundred_short_trials_eight_at_a_time_against_one_sqlite_store(ray_local, tmp_path):
+    import studies.temperature_sweep as study
+    from kdtune.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = dataclasses.replace(
+        study.SMOKE, name="load", num_samples=100, max_concurrent_trials=8, cpus_per_trial=0.25,
+        recipe=Recipe(epochs=1), storage_path=str(tmp_path / "ray"),
+    )  # fmt: skip
+    result = run_study(spec, tracking_uri=uri, log=lambda _: None)
+    rows = result.table.to_pylist()
+    assert len(rows) == 100 and len({r["trial_id"] for r in rows}) == 100
+    assert all(r["status"] == "TERMINATED" for r in rows)
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("load").experiment_id
+    children = client.search_runs(
+        [experiment_id], filter_string="tags.`kdtune.trial_id` != ''", max_results=1000
+    )
+    assert len(children) == 100
+    assert len({c.data.tags["kdtune.trial_id"] for c in children}) == 100
+    assert all(c.info.status == "FINISHED" for c in children)
