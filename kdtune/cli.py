@@ -198,16 +198,9 @@ def _ui(args: argparse.Namespace) -> None:
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     )
-    command = [
-        "mlflow",
-        "ui",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--backend-store-uri",
-        uri,
-    ]
+    # the mlflow of this interpreter, whether or not its venv is activated
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
+               "--backend-store-uri", uri]  # fmt: skip
     print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops)")
     os.execvp(command[0], command)
 

@@ -6,14 +6,14 @@ from different studies concatenate. Writes are atomic (temp file + rename).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from kdtune.atomic import atomic_path
 
 TEXT_COLUMNS = ("trial_id", "status", "error", "method", "mlflow_run_id")
 FLAG_COLUMNS = ("pareto",)
@@ -36,16 +36,8 @@ def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temp:
         pq.write_table(table, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def read_table(path: str | Path) -> pa.Table:

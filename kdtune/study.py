@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import torch
 from ray import tune
 
-from kdtune import plots, results
+from kdtune import atomic, plots, results
 from kdtune.config import ConfigError, StudySpec
 from kdtune.data import DATASETS, load_dataset
 from kdtune.engine import resolve_device
@@ -193,17 +193,19 @@ class TrackingCallback(tune.Callback):
               f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip
 
 
-def _init_ray(log: Callable[[str], None]) -> None:
+def _init_ray(spec: StudySpec, log: Callable[[str], None]) -> None:
     import ray
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-    else:
-        # A local Ray binds to loopback only and starts no dashboard.
-        ray.init(include_dashboard=False, log_to_driver=False)
-    log(f"ray: {ray.cluster_resources()}")
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
+            ray.init(include_dashboard=False, log_to_driver=False)
+    resources = ray.cluster_resources()
+    log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    if spec.gpus_per_trial > 0 and not resources.get("GPU"):
+        log("ray: no GPU in the cluster yet; trials wait until the autoscaler adds GPU workers")
 
 
 def _check_writable(folder: Path) -> None:
@@ -301,8 +303,8 @@ def _post_process(
     results.write_table(front, study_dir / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
     artifacts = [study_dir / "results.parquet", study_dir / "pareto.parquet"]
-    (study_dir / "pareto.txt").write_text(
-        results.format_table(front, summary_columns(spec.methods)) + "\n"
+    atomic.write_text(
+        study_dir / "pareto.txt", results.format_table(front, summary_columns(spec.methods)) + "\n"
     )
     artifacts.append(study_dir / "pareto.txt")
     finished = [r for r in rows if r["status"] == "TERMINATED"]
@@ -355,10 +357,10 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> StudyResult:
     validate_spec(spec)
+    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
     storage, study_dir = _storage(spec)
     _check_writable(study_dir)
     driver_device = resolve_device(device)
-    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
     log(
         f"data: {spec.dataset} train/val/test = "
         f"{len(data.train)}/{len(data.val)}/{len(data.test)}, "
@@ -383,7 +385,7 @@ def run_study(
     parent_id = tracker.start_study(
         spec.name, dataclasses.asdict(spec), tags, resume_run_id=previous
     )
-    parent_file.write_text(parent_id)
+    atomic.write_text(parent_file, parent_id)
     if teacher is not None and previous is None:
         tracker.log_study_metrics(teacher.metrics)
         tracker.log_figure(
@@ -395,7 +397,7 @@ def run_study(
         )
     log(f"mlflow: parent run {parent_id} in experiment {spec.name!r} at {tracker.tracking_uri}")
 
-    _init_ray(log)
+    _init_ray(spec, log)
     context = TrialContext(
         data=data,
         teacher=teacher,

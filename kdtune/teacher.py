@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from kdtune import augment, metrics
+from kdtune.atomic import atomic_path
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict
@@ -50,19 +49,6 @@ def recipe_key(data: DatasetBundle, model_name: str, recipe: Recipe, seed: int) 
         "recipe": dataclasses.asdict(recipe),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
@@ -134,9 +120,9 @@ def get_teacher(
     fit(model, data, METHODS["ce"], {}, recipe, on_epoch=_progress(log, recipe.epochs))
     teacher_metrics, reliability = _evaluate(model, data)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_atomic(
-        {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}, path
-    )
+    with atomic_path(path) as temp:
+        saved = {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}
+        torch.save(saved, temp)
     log(
         f"teacher: test acc {teacher_metrics['teacher_test_acc']:.4f}, "
         f"test ECE {teacher_metrics['teacher_test_ece']:.4f}; cached at {path}"

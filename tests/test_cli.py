@@ -26,6 +26,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["--num-samples", "0"], "num_samples"),
         (["--lr", "-1"], "lr: must be > 0"),
         (["--objectives", "val_accuracy:max"], "objectives: unknown 'val_accuracy'"),
+        (["--dataset", "cifar10", "--data-root", "."], "pass --download"),
+        (["--temperature", "2"], "unrecognized arguments"),
     ],
 )
 def test_study_script_rejects_bad_flags(flags, field, tmp_path):
