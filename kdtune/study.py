@@ -31,6 +31,7 @@ from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
 from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.search import make_scheduler, make_searcher, space_params
+from kdtune.storage import StudyStorage
 from kdtune.teacher import get_teacher
 from kdtune.tracking import METHOD_TAG, StudyTracker
 from kdtune.trainable import TrialContext, tune_trainable
@@ -76,6 +77,17 @@ def _check_name(field: str, value: str, registry: Any) -> None:
         raise ConfigError(f"{field}: unknown {value!r}; choose one of {sorted(registry)}")
 
 
+def _on_cluster() -> bool:
+    """A Ray cluster will run the trials: RAY_ADDRESS, `ray start` here, or Ray already joined."""
+    import ray
+
+    return (
+        bool(os.environ.get("RAY_ADDRESS"))
+        or ray.is_initialized()
+        or Path("/tmp/ray/ray_current_cluster").exists()
+    )
+
+
 def validate_spec(spec: StudySpec) -> None:
     """Names against the registries; raises ConfigError. Runs before data, teacher or Ray."""
     _check_name("dataset", spec.dataset, DATASETS)
@@ -93,11 +105,7 @@ def validate_spec(spec: StudySpec) -> None:
                     f"{field}.{name}: no method in {list(spec.methods)} has this "
                     f"hyperparameter; choose among {sorted(searched)}"
                 )
-    if (
-        spec.gpus_per_trial > 0
-        and "RAY_ADDRESS" not in os.environ
-        and not torch.cuda.is_available()
-    ):
+    if spec.gpus_per_trial > 0 and not _on_cluster() and not torch.cuda.is_available():
         raise ConfigError(
             f"gpus_per_trial: {spec.gpus_per_trial} asked, but this machine has no "
             "CUDA GPU; use --gpus-per-trial 0 or run on a GPU cluster"
@@ -219,21 +227,15 @@ def _check_writable(folder: Path) -> None:
                           "choose a writable folder with --storage") from None  # fmt: skip
 
 
-def _storage(spec: StudySpec) -> tuple[str, Path]:
-    """Ray's storage path (absolute) and the local folder for the study's own outputs."""
-    storage = str(Path(spec.storage_path).resolve())
-    return storage, Path(storage) / spec.name
-
-
 def _tuner(
     spec: StudySpec,
     trainable: Any,
     callback: TrackingCallback,
-    storage: str,
+    storage: StudyStorage,
     resume: bool,
     log: Callable[[str], None],
 ) -> tune.Tuner:
-    path = str(Path(storage) / spec.name)
+    path = storage.experiment_path
     # Trials checkpoint every epoch and keep one checkpoint, so Tune snapshots the experiment
     # state often; that is cheap and is what makes resume lose nothing: silence its warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -251,7 +253,7 @@ def _tuner(
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=storage,
+            storage_path=storage.root,
             callbacks=[callback],
             verbose=0,  # kdtune prints one line per finished trial instead
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -293,8 +295,9 @@ def _mark_front(rows: list[dict[str, Any]], spec: StudySpec) -> np.ndarray:
 
 
 def _post_process(
-    spec: StudySpec, grid: Any, tracker: StudyTracker, study_dir: Path, log: Callable[[str], None]
+    spec: StudySpec, grid: Any, tracker: StudyTracker, storage: StudyStorage
 ) -> tuple[pa.Table, pa.Table]:
+    study_dir = storage.local_dir
     rows = _rows(grid, tracker.trial_runs())
     points = _mark_front(rows, spec)
     table = results.to_table(rows)
@@ -338,6 +341,7 @@ def _post_process(
             )
         )
     tracker.log_study_artifacts(artifacts)
+    storage.publish(*artifacts)
     tracker.log_study_metrics(
         {
             "num_trials": len(rows),
@@ -358,7 +362,8 @@ def run_study(
 ) -> StudyResult:
     validate_spec(spec)
     data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
-    storage, study_dir = _storage(spec)
+    storage = StudyStorage.of(spec.storage_path, spec.name)
+    study_dir = storage.local_dir
     _check_writable(study_dir)
     driver_device = resolve_device(device)
     log(
@@ -374,18 +379,19 @@ def run_study(
             spec.teacher,
             spec.teacher_recipe,
             seed=spec.seed,
-            cache_dir=Path(storage) / "teachers",
+            cache_dir=storage.teacher_cache,
             log=log,
         )
 
     tracker = StudyTracker(spec.name, tracking_uri)
-    parent_file = study_dir / PARENT_RUN_FILE
-    previous = parent_file.read_text().strip() if resume and parent_file.exists() else None
+    saved_parent = storage.read_text(PARENT_RUN_FILE) if resume else None
+    previous = saved_parent.strip() if saved_parent else None
     tags = environment_tags()
     parent_id = tracker.start_study(
         spec.name, dataclasses.asdict(spec), tags, resume_run_id=previous
     )
-    atomic.write_text(parent_file, parent_id)
+    atomic.write_text(study_dir / PARENT_RUN_FILE, parent_id)
+    storage.publish(study_dir / PARENT_RUN_FILE)
     if teacher is not None and previous is None:
         tracker.log_study_metrics(teacher.metrics)
         tracker.log_figure(
@@ -402,7 +408,8 @@ def run_study(
         data=data,
         teacher=teacher,
         student_model=spec.student,
-        device="cuda" if spec.gpus_per_trial > 0 else "cpu",
+        # "auto": the GPU Ray assigned when CUDA sees it (a logical GPU in tests falls back to CPU)
+        device="auto" if spec.gpus_per_trial > 0 else "cpu",
         threads=max(1, int(spec.cpus_per_trial)),
     )
     trainable = tune.with_resources(
@@ -413,7 +420,7 @@ def run_study(
     status = "FAILED"
     try:
         grid = _tuner(spec, trainable, callback, storage, resume, log).fit()
-        table, front = _post_process(spec, grid, tracker, study_dir, log)
+        table, front = _post_process(spec, grid, tracker, storage)
         status = "FINISHED"
     finally:
         tracker.end_study(status)

@@ -164,6 +164,7 @@ def run_trial(
 
 def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune entry point: restore the last checkpoint if Tune restarted us, then train."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(context.threads)
@@ -175,7 +176,10 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
                 Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
             )
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
+        result = {**result, "node_id": node_id}  # where it ran: a cluster is audited by node
         with tempfile.TemporaryDirectory() as folder:
             if state is None:
                 tune.report(result)
