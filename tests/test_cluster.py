@@ -81,8 +81,8 @@ def test_study_on_a_two_node_cluster_survives_losing_its_gpu_node(mlflow_server,
 
     # the server holds the parent run and one finished child run per trial
     experiment = _api(mlflow_server, "experiments/get-by-name?experiment_name=cluster")
-    found = _api(mlflow_server, "runs/search", {
-        "experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100})  # fmt: skip
+    search = {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100}
+    found = _api(mlflow_server, "runs/search", search)
     runs = found["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
     children = [(r, t) for r, t in zip(runs, tags) if "kdtune.trial_id" in t]
