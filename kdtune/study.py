@@ -8,6 +8,7 @@ results table to Parquet -> Pareto front: tags, table, figure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import subprocess
 from collections.abc import Callable
@@ -25,14 +26,13 @@ from ray import tune
 from kdtune import atomic, plots, results
 from kdtune.config import ConfigError, StudySpec
 from kdtune.data import DATASETS, load_dataset
-from kdtune.engine import resolve_device
 from kdtune.methods import METHODS
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
 from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.search import make_scheduler, make_searcher, space_params
 from kdtune.storage import StudyStorage
-from kdtune.teacher import get_teacher
+from kdtune.teacher import get_teacher, train_teacher
 from kdtune.tracking import METHOD_TAG, StudyTracker
 from kdtune.trainable import TrialContext, tune_trainable
 
@@ -216,6 +216,24 @@ def _init_ray(spec: StudySpec, log: Callable[[str], None]) -> None:
         log("ray: no GPU in the cluster yet; trials wait until the autoscaler adds GPU workers")
 
 
+def _teacher_trainer(
+    spec: StudySpec, device: str, log: Callable[[str], None]
+) -> Callable[..., Any]:
+    """Train the teacher here, or, for a GPU study, as a Ray task on a GPU worker: a cluster's
+    head node has no GPU, and a CIFAR teacher would take days on its CPUs."""
+    if spec.gpus_per_trial == 0:
+        return functools.partial(train_teacher, device=device, log=log)
+    import ray
+
+    remote_train = ray.remote(num_cpus=1, num_gpus=1)(train_teacher)
+
+    def train(data: Any, model_name: str, recipe: Any, *, seed: int) -> Any:
+        log(f"teacher: training {model_name} for {recipe.epochs} epochs on a GPU worker ...")
+        return ray.get(remote_train.remote(data, model_name, recipe, seed=seed, log=print))
+
+    return train
+
+
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -365,23 +383,17 @@ def run_study(
     storage = StudyStorage.of(spec.storage_path, spec.name)
     study_dir = storage.local_dir
     _check_writable(study_dir)
-    driver_device = resolve_device(device)
     log(
         f"data: {spec.dataset} train/val/test = "
         f"{len(data.train)}/{len(data.val)}/{len(data.test)}, "
         f"{data.num_classes} classes, shape {data.in_shape}"
     )
-    needs_teacher = any(METHODS[m].uses_teacher for m in spec.methods)
+    _init_ray(spec, log)
     teacher = None
-    if needs_teacher:
-        teacher = get_teacher(
-            data.to(driver_device),
-            spec.teacher,
-            spec.teacher_recipe,
-            seed=spec.seed,
-            cache_dir=storage.teacher_cache,
-            log=log,
-        )
+    if any(METHODS[m].uses_teacher for m in spec.methods):
+        teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
+                              cache_dir=storage.teacher_cache, log=log,
+                              train=_teacher_trainer(spec, device, log))  # fmt: skip
 
     tracker = StudyTracker(spec.name, tracking_uri)
     saved_parent = storage.read_text(PARENT_RUN_FILE) if resume else None
@@ -403,7 +415,6 @@ def run_study(
         )
     log(f"mlflow: parent run {parent_id} in experiment {spec.name!r} at {tracker.tracking_uri}")
 
-    _init_ray(spec, log)
     context = TrialContext(
         data=data,
         teacher=teacher,

@@ -21,7 +21,7 @@ from kdtune import augment, metrics
 from kdtune.atomic import atomic_path
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
-from kdtune.engine import EpochEnd, fit, frozen, predict
+from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
 from kdtune.methods import METHODS
 from kdtune.models import build_model
 
@@ -89,45 +89,44 @@ def _progress(log: Any, epochs: int) -> Any:
     return hook
 
 
-def get_teacher(
-    data: DatasetBundle,
-    model_name: str,
-    recipe: Recipe,
-    *,
-    seed: int,
-    cache_dir: str | Path,
+TrainedTeacher = dict[str, Any]  # {"state_dict", "metrics", "reliability"}: what the cache holds
+
+
+def train_teacher(
+    data: DatasetBundle, model_name: str, recipe: Recipe, *, seed: int, device: str = "auto",
     log: Any = print,
-) -> Teacher:
-    """Load the cached teacher for this exact recipe, or train and cache it (data on its device)."""
-    path = (
-        Path(cache_dir)
-        / f"{model_name}-{data.name}-{recipe_key(data, model_name, recipe, seed)}.pt"
-    )
-    if path.exists():
-        saved = _load(path, data, model_name)
-        log(f"teacher: loaded {model_name} from {path}")
-        return Teacher(
-            model_name,
-            saved["state_dict"],
-            saved["metrics"],
-            saved["reliability"],
-            str(path),
-            cached=True,
-        )
+) -> TrainedTeacher:  # fmt: skip
+    """Train a teacher with the one training loop and measure it; CPU tensors out."""
+    data = data.to(resolve_device(device))
     torch.manual_seed(seed)
     model = build_model(model_name, data.num_classes, data.in_shape).to(data.train.x.device)
     log(f"teacher: training {model_name} on {data.name} for {recipe.epochs} epochs ...")
     fit(model, data, METHODS["ce"], {}, recipe, on_epoch=_progress(log, recipe.epochs))
     teacher_metrics, reliability = _evaluate(model, data)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as temp:
-        saved = {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}
-        torch.save(saved, temp)
-    log(
-        f"teacher: test acc {teacher_metrics['teacher_test_acc']:.4f}, "
-        f"test ECE {teacher_metrics['teacher_test_ece']:.4f}; cached at {path}"
-    )
-    return Teacher(model_name, state_dict, teacher_metrics, reliability, str(path), cached=False)
+    return {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}
+
+
+def get_teacher(
+    data: DatasetBundle, model_name: str, recipe: Recipe, *, seed: int, cache_dir: str | Path,
+    log: Any = print, train: Any = train_teacher,
+) -> Teacher:  # fmt: skip
+    """Load the cached teacher for this exact recipe, or train it with `train` (same signature
+    as `train_teacher`; a study passes a Ray task on a GPU worker) and cache it here."""
+    key = recipe_key(data, model_name, recipe, seed)
+    path = Path(cache_dir) / f"{model_name}-{data.name}-{key}.pt"
+    cached = path.exists()
+    if cached:
+        saved = _load(path, data, model_name)
+        log(f"teacher: loaded {model_name} from {path}")
+    else:
+        saved = train(data, model_name, recipe, seed=seed)
+        with atomic_path(path) as temp:
+            torch.save(saved, temp)
+        log(f"teacher: test acc {saved['metrics']['teacher_test_acc']:.4f}, "
+            f"test ECE {saved['metrics']['teacher_test_ece']:.4f}; cached at {path}")  # fmt: skip
+    return Teacher(model_name, saved["state_dict"], saved["metrics"], saved["reliability"],
+                   str(path), cached)  # fmt: skip
 
 
 @torch.no_grad()
