@@ -149,6 +149,9 @@ class StudySpec:
     teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=30))
     storage_path: str = "./ray_results"
     max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
+    # A trial checkpoints after an epoch once this many seconds passed since its last checkpoint
+    # (and after its last epoch): a crash costs at most this much training; 0 = every epoch.
+    checkpoint_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -163,6 +166,10 @@ class StudySpec:
             )
         if self.cpus_per_trial <= 0:
             raise ConfigError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
+        if self.checkpoint_interval_s < 0:
+            raise ConfigError(
+                f"checkpoint_interval_s: must be >= 0, got {self.checkpoint_interval_s}"
+            )
         if self.gpus_per_trial < 0:
             raise ConfigError(f"gpus_per_trial: must be >= 0, got {self.gpus_per_trial}")
         for metric, mode in self.objectives:
@@ -198,7 +205,7 @@ _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path"), (str,)),
     **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures"), (int,)),
-    **dict.fromkeys(("cpus_per_trial", "gpus_per_trial"), _NUMBER),
+    **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s"), _NUMBER),
     "download": (bool,),
 }
 

@@ -173,7 +173,23 @@ def load_cifar100(*, seed: int, root: str, download: bool = False) -> DatasetBun
     return _load_cifar("cifar100", seed=seed, root=root, download=download)
 
 
+def load_synthetic(
+    *, seed: int, root: str = "", download: bool = False, size: int = 5000, num_classes: int = 100
+) -> DatasetBundle:
+    """Random CIFAR-shaped uint8 images with random labels: for throughput benchmarks only
+    (nothing can be learned from it)."""
+    generator = np.random.default_rng(seed)
+    images = generator.integers(0, 256, (size, 3, 32, 32), dtype=np.uint8)
+    labels = generator.integers(0, num_classes, size).astype(np.int64)
+    test = size // 10
+    return _bundle(
+        "synthetic", images[test:], labels[test:], images[:test], labels[:test],
+        val_size=test, seed=seed, crop_padding=4, flip=True,
+    )  # fmt: skip
+
+
 DATASETS: dict[str, Callable[..., DatasetBundle]] = {
+    "synthetic": load_synthetic,
     "digits": load_digits,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,

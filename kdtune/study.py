@@ -422,6 +422,7 @@ def run_study(
         # "auto": the GPU Ray assigned when CUDA sees it (a logical GPU in tests falls back to CPU)
         device="auto" if spec.gpus_per_trial > 0 else "cpu",
         threads=max(1, int(spec.cpus_per_trial)),
+        checkpoint_interval_s=spec.checkpoint_interval_s,
     )
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, context=context),

@@ -25,6 +25,7 @@ from kdtune import plots
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 TRIAL_TAG = "kdtune.trial_id"
 METHOD_TAG = "kdtune.method"
+FLUSH_SECONDS = 5.0  # a trial's metrics reach MLflow at most this late (and at its end)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,6 +57,8 @@ class StudyTracker:
         )
         self.parent_run_id: str | None = None
         self._trial_runs: dict[str, str] = {}
+        self._pending: dict[str, list[Metric]] = {}  # trial id -> metrics not yet written
+        self._flushed: dict[str, float] = {}  # trial id -> monotonic time of its last write
 
     def start_study(
         self,
@@ -78,27 +81,25 @@ class StudyTracker:
         self,
         run_id: str,
         *,
-        metrics: Mapping[str, float] | None = None,
-        step: int = 0,
+        metrics: list[Metric] | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        now = int(time.time() * 1000)
-        metric_list = [Metric(k, v, now, step) for k, v in (metrics or {}).items()]
+        """One log_batch call per chunk: MLflow takes at most 1000 metrics and 100 params/tags."""
+        metric_list = metrics or []
         param_list = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        # log_batch takes at most 1000 metrics / 100 params per call
-        for start in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), 100):
-            self.client.log_batch(
-                run_id,
-                metric_list[start : start + 100],
-                param_list[start : start + 100],
-                tag_list[start : start + 100],
-            )
+        for i in range(max(-(-len(metric_list) // 1000), -(-len(param_list) // 100),
+                           -(-len(tag_list) // 100), 1)):  # fmt: skip
+            self.client.log_batch(run_id, metric_list[i * 1000 : (i + 1) * 1000],
+                                  param_list[i * 100 : (i + 1) * 100],
+                                  tag_list[i * 100 : (i + 1) * 100])  # fmt: skip
 
     def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
         assert self.parent_run_id is not None
-        self._log(self.parent_run_id, metrics=scalar_metrics(metrics))
+        now = int(time.time() * 1000)
+        values = [Metric(k, v, now, 0) for k, v in scalar_metrics(metrics).items()]
+        self._log(self.parent_run_id, metrics=values)
 
     def trial_run(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """The trial's child run, found again after a restart: continued, never duplicated."""
@@ -137,12 +138,25 @@ class StudyTracker:
         }
 
     def log_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        self._log(self._trial_runs[trial_id], metrics=scalar_metrics(metrics), step=step)
+        """Buffer a report; write the trial's buffer every FLUSH_SECONDS (one call for many
+        epochs keeps the driver, which every report passes through, off the critical path)."""
+        now = int(time.time() * 1000)
+        buffer = self._pending.setdefault(trial_id, [])
+        buffer += [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
+        if time.monotonic() - self._flushed.get(trial_id, 0.0) >= FLUSH_SECONDS:
+            self.flush(trial_id)
+
+    def flush(self, trial_id: str) -> None:
+        self._flushed[trial_id] = time.monotonic()
+        pending = self._pending.pop(trial_id, [])
+        if pending:
+            self._log(self._trial_runs[trial_id], metrics=pending)
 
     def end_trial(
         self, trial_id: str, status: str, reliability_json: str | None = None,
         failure: str | None = None,
     ) -> None:  # fmt: skip
+        self.flush(trial_id)
         run_id = self._trial_runs[trial_id]
         if failure:
             self.client.set_tag(run_id, "failure", failure)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class TrialContext:
     student_model: str
     device: str = "auto"
     threads: int = 1  # torch intra-op threads, matched to the trial's CPU reservation
+    checkpoint_interval_s: float = 0.0  # checkpoint after an epoch once this long has passed
 
 
 def seed_everything(seed: int) -> None:
@@ -134,6 +136,8 @@ def run_trial(
     if context.teacher is not None:
         teacher_model = context.teacher.build(data.num_classes, data.in_shape, device)
 
+    checkpointed = [time.monotonic()]  # when the last checkpoint was taken
+
     def on_epoch(end: EpochEnd) -> None:
         result = {
             "epoch": end.epoch,
@@ -141,9 +145,13 @@ def run_trial(
             "lr": end.lr,
             **prefixed("val", end.val),
         }
-        if end.epoch == trial.recipe.epochs:
+        last = end.epoch == trial.recipe.epochs
+        if last:
             result.update(final_metrics(student, teacher_model, data))
-        report(result, end.state())
+        due = time.monotonic() - checkpointed[0] >= context.checkpoint_interval_s
+        if due or last:
+            checkpointed[0] = time.monotonic()
+        report(result, end.state() if due or last else None)
 
     teacher_fn = (
         frozen(teacher_model) if method.uses_teacher and teacher_model is not None else None
@@ -180,10 +188,10 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
 
     def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
         result = {**result, "node_id": node_id}  # where it ran: a cluster is audited by node
+        if state is None:
+            tune.report(result)
+            return
         with tempfile.TemporaryDirectory() as folder:
-            if state is None:
-                tune.report(result)
-                return
             torch.save(state, Path(folder) / CHECKPOINT_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -42,6 +42,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
         methods=("kd",),
         num_samples=2,
         max_failures=2,
+        checkpoint_interval_s=0,
         recipe=Recipe(epochs=80),
         storage_path=str(tmp_path / "ray"),
     )

@@ -41,6 +41,7 @@ def main() -> None:
     spec = dataclasses.replace(
         study.SMOKE, name="cluster", methods=("kd",), num_samples=3, max_concurrent_trials=2,
         gpus_per_trial=0.5, cpus_per_trial=1, max_failures=3, recipe=Recipe(epochs=60),
+        checkpoint_interval_s=0,
         storage_path=storage_uri,
     )  # fmt: skip
     study_dir = Path(storage_uri.removeprefix("file://")) / spec.name

@@ -1,0 +1,42 @@
+"""Shared by the benchmarks: device description, result files, the headline line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# KDTUNE_BENCH_RESULTS redirects the files (the tests do, to keep bench/results/ as measured)
+RESULTS = Path(os.environ.get("KDTUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_result(name: str, device: torch.device, payload: dict[str, Any]) -> Path:
+    """bench/results/NAME-{cpu|gpu}.json, with the device and the time of the run."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}.json"
+    record = {
+        "benchmark": name,
+        "device": device_name(device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **payload,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
