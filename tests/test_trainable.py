@@ -17,26 +17,16 @@ def teacher(digits, tmp_path_factory):
 
 
 def test_teacher_is_cached_under_its_recipe(digits, teacher):
+    def teacher_for(epochs: int):
+        cache = teacher.path.rsplit("/", 1)[0]
+        return get_teacher(digits, "cnn", Recipe(epochs=epochs), seed=0, cache_dir=cache,
+                           log=lambda _: None)  # fmt: skip
+
     assert not teacher.cached and 0.5 < teacher.metrics["teacher_test_acc"] <= 1.0
-    again = get_teacher(
-        digits,
-        "cnn",
-        Recipe(epochs=3),
-        seed=0,
-        cache_dir=teacher.path.rsplit("/", 1)[0],
-        log=lambda _: None,
-    )
+    again = teacher_for(3)
     assert again.cached and again.path == teacher.path
     assert all(torch.equal(again.state_dict[k], v) for k, v in teacher.state_dict.items())
-    other = get_teacher(
-        digits,
-        "cnn",
-        Recipe(epochs=1),
-        seed=0,
-        cache_dir=teacher.path.rsplit("/", 1)[0],
-        log=lambda _: None,
-    )
-    assert other.path != teacher.path
+    assert teacher_for(1).path != teacher.path
 
 
 def test_corrupt_teacher_checkpoint_is_named(digits, teacher, tmp_path):
