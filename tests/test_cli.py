@@ -28,6 +28,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["--objectives", "val_accuracy:max"], "objectives: unknown 'val_accuracy'"),
         (["--dataset", "cifar10", "--data-root", "."], "pass --download"),
         (["--temperature", "2"], "unrecognized arguments"),
+        (["--gpus-per-trial", "1"], "gpus_per_trial: 1.0 asked, but this machine has no CUDA GPU"),
     ],
 )
 def test_study_script_rejects_bad_flags(flags, field, tmp_path):

@@ -36,6 +36,16 @@ def test_corrupt_teacher_checkpoint_is_named(digits, teacher, tmp_path):
         get_teacher(digits, "cnn", Recipe(epochs=3), seed=0, cache_dir=tmp_path, log=lambda _: None)
 
 
+def test_teacher_checkpoint_of_another_architecture_is_named(digits, teacher, tmp_path):
+    from kdtune.models import build_model
+
+    wrong = tmp_path / teacher.path.rsplit("/", 1)[1]
+    torch.save({"state_dict": build_model("mlp", 10, digits.in_shape).state_dict(), "metrics": {},
+                "reliability": {}}, wrong)  # fmt: skip
+    with pytest.raises(ConfigError, match="is not a 'cnn' for 10 classes"):
+        get_teacher(digits, "cnn", Recipe(epochs=3), seed=0, cache_dir=tmp_path, log=lambda _: None)
+
+
 def test_one_trial_in_process_reports_every_epoch(digits, teacher):
     reports = []
     context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu")
