@@ -148,16 +148,14 @@ def run_trial(
         last = end.epoch == trial.recipe.epochs
         if last:
             result.update(final_metrics(student, teacher_model, data))
-        due = time.monotonic() - checkpointed[0] >= context.checkpoint_interval_s
-        if due or last:
+        due = last or time.monotonic() - checkpointed[0] >= context.checkpoint_interval_s
+        if due:
             checkpointed[0] = time.monotonic()
-        report(result, end.state() if due or last else None)
+        report(result, end.state() if due else None)
 
-    teacher_fn = (
-        frozen(teacher_model) if method.uses_teacher and teacher_model is not None else None
-    )
-    if method.uses_teacher and teacher_fn is None:
+    if method.uses_teacher and teacher_model is None:
         raise ValueError(f"method {trial.method!r} needs a teacher, but the study has none")
+    teacher_fn = frozen(teacher_model) if method.uses_teacher else None
     fit(
         student,
         data,
