@@ -155,7 +155,12 @@ def entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
+def cutmix_pool(x: Tensor) -> Tensor:
+    """CutMixPick's candidates: the batch CutMixed twice (2N images)."""
+    return torch.cat([cutmix(x)[0], cutmix(x)[0]])
+
+
 def _pick_cutmix(x: Tensor, scorer: Callable[[Tensor], Tensor]) -> Tensor:
     """CutMixPick: the most uncertain half (by `scorer`'s entropy) of a 2x CutMix pool."""
-    pool = torch.cat([cutmix(x)[0], cutmix(x)[0]])
+    pool = cutmix_pool(x)
     return pool[entropy(scorer(pool)).topk(len(x)).indices]

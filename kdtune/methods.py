@@ -134,7 +134,7 @@ def _cutmixpick_kd_step(
     student (pick = s_ent) or the teacher (pick = t_ent) is most uncertain (highest entropy at
     T = 1)."""
     assert teacher is not None
-    pool = torch.cat([augment.cutmix(batch.x)[0], augment.cutmix(batch.x)[0]])
+    pool = augment.cutmix_pool(batch.x)
     n = len(batch.x)
     if p["pick"] == "t_ent":
         picked = highest_entropy(teacher(pool), n)
