@@ -6,12 +6,12 @@ Workers never talk to MLflow: each report reaches the driver through Tune and is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from kdtune.config import StudySpec
 from kdtune.tracking import METHOD_TAG, StudyTracker
 
 
@@ -37,12 +37,12 @@ class TrackingCallback(tune.Callback):
 
     def __init__(
         self, experiment: str, tracking_uri: str, parent_run_id: str, tags: dict[str, str],
-        spec: StudySpec,
+        objectives: Sequence[str], num_trials: int,
     ) -> None:  # fmt: skip
         self.experiment, self.tracking_uri = experiment, tracking_uri
         self.parent_run_id, self.tags = parent_run_id, tags
-        self.objectives = [metric for metric, _ in spec.objectives]
-        self.num_samples = spec.num_samples
+        self.objectives = list(objectives)  # the metrics each progress line shows
+        self.num_trials = num_trials
         self.ended = 0
         self._tracker: StudyTracker | None = None
 
@@ -64,7 +64,10 @@ class TrackingCallback(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         self.on_trial_start(iteration, trials, trial)
-        self.tracker.log_trial(trial.trial_id, result, step=int(result.get("epoch", 0)))
+        # the x-axis of the metric histories: the epoch of a training, the stage of a
+        # self-distillation chain, else the report's number
+        step = result.get("epoch", result.get("stage", result.get("training_iteration", 0)))
+        self.tracker.log_trial(trial.trial_id, result, step=int(step))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)
@@ -81,5 +84,5 @@ class TrackingCallback(tune.Callback):
 
     def _progress(self, trial: Any, text: str) -> None:
         self.ended += 1
-        print(f"trial {self.ended}/{self.num_samples} {trial.trial_id} "
+        print(f"trial {self.ended}/{self.num_trials} {trial.trial_id} "
               f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip

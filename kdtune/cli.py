@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,25 @@ def _objectives(text: str) -> tuple[tuple[str, str], ...]:
             raise argparse.ArgumentTypeError(f"objective {item!r}: write METRIC:max or METRIC:min")
         pairs.append((metric.strip(), mode))
     return tuple(pairs)
+
+
+def _number_list(kind: type, text: str) -> tuple:
+    try:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give comma-separated {kind.__name__}s, e.g. 1,2,3"
+        ) from None
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """'0.5,1,2' -> (0.5, 1.0, 2.0)."""
+    return _number_list(float, text)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2)."""
+    return _number_list(int, text)
 
 
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
@@ -83,6 +102,14 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
     add("--batch-size", type=int, default=r.batch_size, help="(%(default)s)")
     add("--lr", type=float, default=r.lr, help="student peak learning rate (%(default)s)")
     add("--seed", type=int, default=spec.seed, help="seeds data split, teacher, trials, sampler")
+    if spec.grid:
+        add("--seeds", type=int_list, default=spec.trial_seeds,
+            help="comma-separated trial seeds: every configuration runs once per seed "
+                 "(default %(default)s)")  # fmt: skip
+    else:
+        add("--reseed", type=int_list, default=spec.reseed,
+            help="comma-separated seeds: after the search, re-run the Pareto configurations "
+                 "with them; the front of their seed means is reported (%(default)s)")  # fmt: skip
     add(
         "--storage",
         default=spec.storage_path,
@@ -110,15 +137,32 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
         # With --smoke-test, a flag left at the full study's default takes the smoke value.
         return smoke_value if args.smoke_test and value == parser_defaults.get(name) else value
 
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    repeats: dict[str, Any] = {}
+    if base.grid:  # --methods picks among the grid's points, --seeds sets the repeats
+        in_grid = list(dict.fromkeys(str(p["method"]) for p in base.grid))
+        if args.methods == ",".join(spec.methods):
+            methods = tuple(in_grid)
+        for method in methods:
+            if method not in in_grid:
+                raise ConfigError(f"methods: this study has no configuration of {method!r}; "
+                                  f"choose among {in_grid}")  # fmt: skip
+        seeds = base.seeds if args.smoke_test and args.seeds == spec.trial_seeds else args.seeds
+        repeats = {"grid": tuple(p for p in base.grid if p["method"] in methods),
+                        "seeds": tuple(seeds)}  # fmt: skip
+    else:
+        reseed = base.reseed if args.smoke_test and args.reseed == spec.reseed else args.reseed
+        repeats = {"reseed": tuple(reseed)}
     return dataclasses.replace(
         base,
+        **repeats,
         name=args.name,
         dataset=args.dataset,
         data_root=args.data_root,
         download=args.download,
         teacher=args.teacher,
         student=args.student,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=methods,
         objectives=args.objectives,
         num_samples=chosen("num_samples", smoke.num_samples),
         max_concurrent_trials=args.max_concurrent_trials,
@@ -144,9 +188,12 @@ def fail(message: str) -> SystemExit:
 
 
 def run_study_script(
-    spec: StudySpec, smoke: StudySpec, argv: Sequence[str] | None = None, description: str = ""
-) -> Any:
-    """The whole `main` of a study script: parse flags, run, exit 2 on bad input."""
+    spec: StudySpec, smoke: StudySpec, argv: Sequence[str] | None = None, description: str = "",
+    report: Callable[[StudySpec, Any], Any] | None = None,
+) -> Any:  # fmt: skip
+    """The whole `main` of a study script: parse flags, run, then the study's own `report`
+    (tables and figures beyond the Pareto front) on the final spec and result; bad input exits
+    with status 2."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -156,7 +203,8 @@ def run_study_script(
         study_spec = spec_from_args(args, spec, smoke)
         from kdtune.study import run_study
 
-        return run_study(study_spec, resume=args.resume, tracking_uri=args.tracking_uri)
+        result = run_study(study_spec, resume=args.resume, tracking_uri=args.tracking_uri)
+        return report(study_spec, result) if report is not None else result
     except ConfigError as error:
         raise fail(str(error)) from None
 

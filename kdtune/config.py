@@ -27,7 +27,12 @@ def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
 
 
 # Range rules by parameter name, shared by recipes, method hyperparameters and search bounds.
-CHOICES = {"pick": ("s_ent", "t_ent")}  # the few hyperparameters that are names, not numbers
+# The few hyperparameters that are names, not numbers. `augmentation` names the entries of
+# kdtune.augment.AUGMENTATIONS (a test keeps the two lists equal; this module imports no torch).
+CHOICES = {
+    "pick": ("s_ent", "t_ent"),
+    "augmentation": ("identity", "flip", "crop_flip", "cutout", "mixup", "cutmix", "cutmixpick"),
+}
 SWITCHES = ("logit_standardize", "topk_scale")  # 0 = off, 1 = on
 
 
@@ -139,6 +144,17 @@ class StudySpec:
     search: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     # Hyperparameters held fixed instead of searched: {"w_ce": 0.0}.
     fixed: Mapping[str, float | str] = field(default_factory=dict)
+    # Explicit trials instead of an Optuna search: each point names a method and the
+    # hyperparameters it sets ({"method": "kd", "temperature": 2.0}); the others take `fixed`,
+    # then the method's defaults. Every point runs once per entry of `seeds`.
+    grid: tuple[Mapping[str, float | str], ...] = ()
+    # Trial seeds of a grid study (default: `seed` alone). The data split and the teacher always
+    # use `seed`, so repeated trials differ only in the student's initialisation and batches.
+    seeds: tuple[int, ...] = ()
+    # After a search: re-run each Pareto configuration with these seeds (keep them apart from
+    # `seed`, which the search selected on) and report the front of the seed means, so that a
+    # lucky seed is not reported as a front. A second study, named NAME-reseed, runs them.
+    reseed: tuple[int, ...] = ()
     objectives: tuple[tuple[str, str], ...] = (("val_acc", "max"), ("val_ece", "min"))
     num_samples: int = 16
     max_concurrent_trials: int = 2
@@ -179,6 +195,7 @@ class StudySpec:
                 )
         for name, value in self.fixed.items():
             check_param(name, value)
+        self._check_grid()
         for name, bounds in self.search.items():
             if len(bounds) != 2 or not bounds[0] <= bounds[1]:
                 raise ConfigError(
@@ -186,6 +203,39 @@ class StudySpec:
                 )
             for bound in bounds:
                 check_param(name, bound)
+
+    def _check_grid(self) -> None:
+        if self.seeds and not self.grid:
+            raise ConfigError("seeds: repeated seeds need a grid of points; "
+                              "give `grid` or leave `seeds` empty")  # fmt: skip
+        for name in ("seeds", "reseed"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{name}: list each seed once, got {list(values)}")
+        if self.reseed and self.grid:
+            raise ConfigError("reseed: a grid study repeats its points already; "
+                              "give their seeds in `seeds`")  # fmt: skip
+        if self.grid and self.search:
+            raise ConfigError("search: a grid study searches nothing; "
+                              "put the values to try in `grid` points instead")  # fmt: skip
+        for i, point in enumerate(self.grid):
+            method = point.get("method")
+            if method not in self.methods:
+                raise ConfigError(
+                    f"grid[{i}].method: {method!r} is not among methods {list(self.methods)}; "
+                    "add it there or fix the point"
+                )
+            if "seed" in point:
+                raise ConfigError(f"grid[{i}].seed: give trial seeds once, in `seeds`")
+
+    @property
+    def trial_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
+
+    @property
+    def trial_count(self) -> int:
+        """Trials the study runs: the grid times the seeds, or `num_samples` searched ones."""
+        return len(self.grid) * len(self.trial_seeds) if self.grid else self.num_samples
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
@@ -237,6 +287,16 @@ def _parse_spec_value(key: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) for m in value):
             raise ConfigError(f"methods: must be a list of method names, got {value!r}")
         return tuple(value)
+    if key in ("seeds", "reseed"):
+        if not isinstance(value, (list, tuple)) or not all(_is(v, (int,)) for v in value):
+            raise ConfigError(f"{key}: must be a list of whole numbers, got {value!r}")
+        return tuple(value)
+    if key == "grid":
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(point, Mapping) and isinstance(point.get("method"), str) for point in value
+        ):
+            raise ConfigError(f'grid: must be a list of tables with a "method", got {value!r}')
+        return tuple(dict(point) for point in value)
     if key == "objectives":
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(pair, (list, tuple))

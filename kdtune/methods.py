@@ -85,6 +85,17 @@ def _dkd_step(student: nn.Module, teacher: TeacherFn | None, batch: StepBatch, p
     return p["w_ce"] * losses.ce(s, t, batch.y) + batch.kd_scale * decoupled
 
 
+def _mixup_step(
+    student: nn.Module, teacher: TeacherFn | None, batch: StepBatch, p: Params
+) -> Tensor:
+    """Mixup alone (Zhang et al. 2018): CE on mixed inputs and mixed labels, no teacher."""
+    one_hot = F.one_hot(batch.y, batch.num_classes).float()
+    x, targets = augment.mixup(
+        batch.x, one_hot, alpha=float(p["alpha"]), partial=float(p["partial"])
+    )
+    return losses.ce(student(x), None, targets)
+
+
 def _mixup_kd_step(
     student: nn.Module, teacher: TeacherFn | None, batch: StepBatch, p: Params
 ) -> Tensor:
@@ -114,12 +125,14 @@ def _kd_with_extra_view(
     return p["w_ce"] * losses.ce(s_x, t_x, batch.y) + batch.kd_scale * p["w_kd"] * distill
 
 
-def _cutmix_kd_step(
+def _da_kd_step(
     student: nn.Module, teacher: TeacherFn | None, batch: StepBatch, p: Params
 ) -> Tensor:
+    """Good-DA-in-KD with x' = any augmentation of `augment.AUGMENTATIONS` (CutMixPick picks
+    by the teacher's entropy here), so a study can train one student per augmentation."""
     assert teacher is not None
-    mixed, _, _ = augment.cutmix(batch.x)
-    return _kd_with_extra_view(student, teacher, batch, p, mixed)
+    extra = augment.AUGMENTATIONS[str(p["augmentation"])](batch.x, teacher)
+    return _kd_with_extra_view(student, teacher, batch, p, extra)
 
 
 def highest_entropy(logits: Tensor, n: int) -> Tensor:
@@ -201,10 +214,16 @@ METHODS: dict[str, Method] = {
     "mixup_kd": Method(_mixup_kd_step, {"temperature": 2.0, "alpha": 1.0, "partial": 1.0,
                                         "w_ce": 0.2, "w_kd": 0.8, "logit_standardize": 0.0},
                        uses_teacher=True, reference="Medina et al. 2026, student-only mixup"),
+    # Zhang et al. 2018 with one lambda per sample, as mixup_kd mixes (METHODS.md 1.5)
+    "mixup": Method(_mixup_step, {"alpha": 1.0, "partial": 1.0}, uses_teacher=False,
+                    reference="Zhang et al. 2018, mixup without a teacher"),
     # Good-DA-in-KD: T 4, 0.1 CE + 0.9 (KD(x) + KD(x')) (METHODS.md 4.2)
-    "cutmix_kd": Method(_cutmix_kd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9,
-                                          "logit_standardize": 0.0},
+    "cutmix_kd": Method(_da_kd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9,
+                                      "logit_standardize": 0.0, "augmentation": "cutmix"},
                         uses_teacher=True, reference="Wang et al. 2022, CutMix in KD"),
+    "da_kd": Method(_da_kd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9,
+                                  "logit_standardize": 0.0, "augmentation": "crop_flip"},
+                    uses_teacher=True, reference="Wang et al. 2022, KD with augmentation x'"),
     "cutmixpick_kd": Method(_cutmixpick_kd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9,
                                                   "logit_standardize": 0.0, "pick": "s_ent"},
                             uses_teacher=True, reference="Wang et al. 2022, CutMixPick"),

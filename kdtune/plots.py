@@ -104,3 +104,108 @@ def temperature_tradeoff(
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
+
+
+def _band(entries: Sequence[Mapping[str, object]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.array([e.get(f"{metric}_mean") for e in entries], float)
+    std = np.array([e.get(f"{metric}_std") or 0.0 for e in entries], float)
+    return mean, std
+
+
+def errorbar_panels(
+    summary: Sequence[Mapping[str, object]],
+    *,
+    x: str,
+    metrics: Sequence[str],
+    group: str,
+    path: str | Path,
+    title: str,
+    log_x: bool = False,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> Path:
+    """One panel per metric of a seed summary (`results.seed_summary`): mean +- std against
+    `x`, one line per `group`. Groups without an `x` value (baselines such as the student
+    alone) are drawn as a horizontal line with a +-std band; `curves` adds reference lines
+    (e.g. a closed form) to every panel."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
+    groups = list(dict.fromkeys(str(e[group]) for e in summary))
+    ticks = sorted({float(e[x]) for e in summary if e.get(x) is not None})  # type: ignore[arg-type]
+    for ax, metric in zip(axes[0], metrics):
+        for index, name in enumerate(groups):
+            entries = [e for e in summary if str(e[group]) == name]
+            mean, std = _band(entries, metric)
+            color = f"C{index % 10}"
+            if entries[0].get(x) is None:
+                ax.axhline(mean[0], ls="--", color=color, label=name)
+                ax.axhspan(mean[0] - std[0], mean[0] + std[0], color=color, alpha=0.15)
+                continue
+            order = np.argsort([float(e[x]) for e in entries])  # type: ignore[arg-type]
+            xs = np.array([float(e[x]) for e in entries])[order]  # type: ignore[arg-type]
+            ax.errorbar(xs, mean[order], yerr=std[order], marker="o", capsize=3, color=color,
+                        label=name)  # fmt: skip
+        for name, (xs, ys) in (curves or {}).items():
+            ax.plot(xs, ys, "k:", lw=2, label=name)
+        ax.set(xlabel=x, ylabel=metric, xscale="log" if log_x else "linear")
+        ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])  # the values run, not decades
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def bar_panels(
+    summary: Sequence[Mapping[str, object]],
+    *,
+    label: str,
+    metrics: Sequence[str],
+    path: str | Path,
+    title: str,
+    reference: Mapping[str, float] | None = None,
+) -> Path:
+    """One bar chart per metric: mean +- std per row of a seed summary, labelled by `label`;
+    `reference` draws a horizontal line per metric (e.g. the teacher's value)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
+    names = [str(e[label]) for e in summary]
+    for ax, metric in zip(axes[0], metrics):
+        mean, std = _band(summary, metric)
+        ax.bar(np.arange(len(names)), mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
+        if reference and metric in reference:
+            ax.axhline(reference[metric], color="k", ls="--", label="teacher")
+            ax.legend(fontsize=8)
+        ax.set_xticks(np.arange(len(names)), labels=names, rotation=45, ha="right")
+        finite = mean[np.isfinite(mean)]
+        if len(finite) and metric.endswith("acc"):  # accuracies differ in the last points
+            ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02))
+        ax.set(ylabel=metric)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def labelled_scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    labels: Sequence[str],
+    *,
+    x_label: str,
+    y_label: str,
+    path: str | Path,
+    title: str,
+    x_err: Sequence[float] | None = None,
+    y_err: Sequence[float] | None = None,
+    highlight: Sequence[bool] | None = None,
+) -> Path:
+    """Points with optional error bars, each named; `highlight` rings some of them."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="o", capsize=3, alpha=0.8)
+    for xi, yi, text in zip(x, y, labels):
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if highlight is not None:
+        mask = np.asarray(highlight, bool)
+        ax.plot(np.asarray(x, float)[mask], np.asarray(y, float)[mask], "o", ms=12, mfc="none",
+                mec="k", label="front")  # fmt: skip
+        ax.legend(fontsize=8)
+    ax.set(xlabel=x_label, ylabel=y_label, title=title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

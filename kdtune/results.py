@@ -1,7 +1,8 @@
 """The results table: one row per trial, written to and read from Parquet with pyarrow.
 
-Text columns are fixed; every other column (hyperparameters, final metrics) is float64, so tables
-from different studies concatenate. Writes are atomic (temp file + rename).
+A column is text (the fixed text columns, and hyperparameters whose values are names) or float64
+(the other hyperparameters, every metric), so tables from different studies concatenate.
+Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,20 +21,28 @@ TEXT_COLUMNS = ("trial_id", "status", "error", "method", "mlflow_run_id", "node_
 FLAG_COLUMNS = ("pareto",)
 
 
-def _column_type(name: str) -> pa.DataType:
-    if name in TEXT_COLUMNS:
+def _column_type(name: str, values: list[Any]) -> pa.DataType:
+    if name in TEXT_COLUMNS or any(isinstance(v, str) for v in values):
         return pa.string()
     return pa.bool_() if name in FLAG_COLUMNS else pa.float64()
 
 
 def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Rows (dicts) to a table; scalar values only, non-numeric extras are dropped."""
+    """Rows (dicts) to a table of scalars: text columns (the fixed ones and any whose values are
+    strings, such as a hyperparameter that names an augmentation) and float64 columns; other
+    values (lists, dicts) are dropped."""
     names: list[str] = list(TEXT_COLUMNS) + list(FLAG_COLUMNS)
     for row in rows:
-        names += [k for k, v in row.items() if k not in names and isinstance(v, (int, float))]
-    schema = pa.schema([(name, _column_type(name)) for name in names])
-    clean = [{name: row.get(name) for name in names} for row in rows]
-    return pa.Table.from_pylist(clean, schema=schema)
+        names += [k for k, v in row.items()
+                  if k not in names and isinstance(v, (int, float, str))]  # fmt: skip
+    columns = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        values = [v if isinstance(v, (int, float, str)) else None for v in values]
+        kind = _column_type(name, values)
+        cast = {pa.string(): str, pa.bool_(): bool}.get(kind, float)
+        columns[name] = pa.array([None if v is None else cast(v) for v in values], kind)
+    return pa.table(columns)
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -59,3 +69,53 @@ def format_table(table: pa.Table, columns: Sequence[str], title: str = "") -> st
     lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(([title] if title else []) + lines)
+
+
+def seed_summary(
+    table: pa.Table, group_by: Sequence[str], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (ddof 1; None for a single value) of each metric over
+    the finished trials of each group, e.g. the seeds of one configuration; `n` counts them.
+    Groups keep the order of their first trial."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        if row.get("status") in (None, "TERMINATED"):
+            groups.setdefault(tuple(row.get(k) for k in group_by), []).append(row)
+    summary = []
+    for key, members in groups.items():
+        entry: dict[str, Any] = {**dict(zip(group_by, key)), "n": len(members)}
+        for metric in metrics:
+            values = np.array([r[metric] for r in members if r.get(metric) is not None], float)
+            entry[f"{metric}_mean"] = float(values.mean()) if len(values) else None
+            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        summary.append(entry)
+    return summary
+
+
+def format_summary(
+    summary: Sequence[Mapping[str, Any]], group_by: Sequence[str], metrics: Sequence[str],
+    title: str = "",
+) -> str:  # fmt: skip
+    """The seed summary as text: the group columns, then `mean ± std` per metric."""
+
+    def mean_std(entry: Mapping[str, Any], metric: str) -> str:
+        mean, std = entry.get(f"{metric}_mean"), entry.get(f"{metric}_std")
+        if mean is None:
+            return "-"
+        return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+    if not summary:
+        return f"{title}\n(no finished trials)" if title else "(no finished trials)"
+    rows = [
+        {**{k: entry[k] for k in group_by}, "n": entry["n"],
+         **{metric: mean_std(entry, metric) for metric in metrics}}
+        for entry in summary
+    ]  # fmt: skip
+    text = pa.Table.from_pylist([{k: _text(v) for k, v in row.items()} for row in rows])
+    return format_table(text, [*group_by, "n", *metrics], title)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from kdtune.config import StudySpec
+from kdtune.config import CHOICES, StudySpec
 
 
 class Space:
@@ -67,7 +67,7 @@ def _mixup_kd_space(space: Space) -> None:
 def _lskd_space(space: Space) -> None:
     space.float("temperature", 1.0, 8.0, log=True)  # a base temperature on z-scored logits
     space.float("w_ce", 0.0, 1.0)
-    space.float("w_kd", 1.0, 12.0, log=True)
+    space.float("w_kd", 1.0, 12.0)  # linear: a name has one scale in every method (Optuna)
 
 
 def _dkd_space(space: Space) -> None:
@@ -79,6 +79,11 @@ def _dkd_space(space: Space) -> None:
 def _cutmixpick_space(space: Space) -> None:
     _kd_space(space)
     space.choice("pick", ["s_ent", "t_ent"])
+
+
+def _da_kd_space(space: Space) -> None:
+    _kd_space(space)
+    space.choice("augmentation", list(CHOICES["augmentation"]))
 
 
 def _crld_space(space: Space) -> None:
@@ -102,8 +107,10 @@ SPACES: dict[str, Callable[[Space], None]] = {
     "kd": _kd_space,
     "lskd": _lskd_space,
     "dkd": _dkd_space,
+    "mixup": lambda space: space.float("alpha", 0.1, 2.0, log=True),
     "mixup_kd": _mixup_kd_space,
     "cutmix_kd": _kd_space,
+    "da_kd": _da_kd_space,
     "cutmixpick_kd": _cutmixpick_space,
     "crld": _crld_space,
     "topkd": _topkd_space,
@@ -135,8 +142,31 @@ class DefineByRun:
         return {**trial_constants(self.spec), **space.pinned}
 
 
+def grid_keys(spec: StudySpec) -> list[str]:
+    """What tells a grid study's configurations apart: the method, then every key a point sets."""
+    keys = ["method"]
+    for point in spec.grid:
+        keys += [k for k in point if k not in keys]
+    return keys
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """The trial configs of a grid study: each point once per seed, seeds innermost (so the
+    repeats of a point run side by side), the study's `fixed` values under the point's own."""
+    points = []
+    for point in spec.grid:
+        names = space_params(str(point["method"]))
+        fixed = {k: v for k, v in spec.fixed.items() if k in names}
+        for seed in spec.trial_seeds:
+            points.append({**trial_constants(spec), **fixed, **point, "seed": seed})
+    return points
+
+
 def make_searcher(spec: StudySpec) -> Any:
-    """Optuna multi-objective search; metric and mode go to the searcher, not to TuneConfig."""
+    """Optuna multi-objective search; metric and mode go to the searcher, not to TuneConfig.
+    A grid study runs its points in order instead (Tune's basic generator)."""
+    if spec.grid:
+        return points_searcher(grid_points(spec))
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -150,8 +180,9 @@ def make_searcher(spec: StudySpec) -> Any:
 
 
 def make_scheduler(spec: StudySpec) -> Any:
-    """Early stopping (ASHA) only for single-objective studies: Tune's ASHA takes one metric."""
-    if len(spec.objectives) != 1:
+    """Early stopping (ASHA) only for single-objective searches: Tune's ASHA takes one metric,
+    and a grid study compares every point at its full budget."""
+    if len(spec.objectives) != 1 or spec.grid:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
@@ -163,3 +194,37 @@ def make_scheduler(spec: StudySpec) -> Any:
         max_t=spec.recipe.epochs,
         grace_period=max(1, spec.recipe.epochs // 4),
     )
+
+
+def points_searcher(points: list[dict[str, Any]]) -> Any:
+    """A Tune searcher that hands out `points` in order, each as a whole trial config.
+    (Tune's basic generator wants every key of every point declared in a shared param space,
+    which points of different methods, with different keys, cannot share.)"""
+    import json
+
+    from ray.tune.search import Searcher
+
+    class PointsSearcher(Searcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.points, self.next_index = points, 0
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str:
+            if self.next_index >= len(self.points):
+                return Searcher.FINISHED
+            self.next_index += 1
+            return dict(self.points[self.next_index - 1])
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            pass
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "w") as handle:
+                json.dump({"points": self.points, "next_index": self.next_index}, handle)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path) as handle:
+                state = json.load(handle)
+            self.points, self.next_index = state["points"], state["next_index"]
+
+    return PointsSearcher()

@@ -11,11 +11,11 @@ import dataclasses
 import functools
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,19 +25,27 @@ from ray import tune
 
 from kdtune import atomic, plots, results
 from kdtune.callback import TrackingCallback, failure_reason
-from kdtune.config import ConfigError, StudySpec
-from kdtune.data import DATASETS, load_dataset
-from kdtune.methods import METHODS
+from kdtune.config import ConfigError, StudySpec, TrialConfig
+from kdtune.data import DATASETS, DatasetBundle, load_dataset
+from kdtune.engine import resolve_device
+from kdtune.methods import METHODS, method_defaults
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
 from kdtune.pareto import hypervolume_2d, pareto_front
-from kdtune.search import make_scheduler, make_searcher, space_params
+from kdtune.search import (
+    grid_keys,
+    make_scheduler,
+    make_searcher,
+    points_searcher,
+    space_params,
+)
 from kdtune.storage import StudyStorage
 from kdtune.teacher import get_teacher, train_teacher
 from kdtune.tracking import StudyTracker
 from kdtune.trainable import TrialContext, tune_trainable
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+_T = TypeVar("_T")
 SUMMARY_METRICS = (
     "val_acc",
     "val_ece",
@@ -62,6 +70,20 @@ class StudyResult:
     study_dir: Path
     parent_run_id: str
     teacher_metrics: dict[str, float]
+    storage: StudyStorage
+    tracking_uri: str
+    # with `reseed`: the re-run Pareto configurations, mean +- std over the seeds, each with
+    # `front` (on the front of the means) and `search_{objective}` (the search's own value)
+    seed_front: list[dict[str, Any]] | None = None
+
+    def publish(self, files: Sequence[Path], metrics: Mapping[str, float] | None = None) -> None:
+        """A study script's own outputs (summary tables, figures, figures of merit): onto the
+        study's MLflow parent run and next to its other results."""
+        tracker = StudyTracker.of_run(self.tracking_uri, self.parent_run_id)
+        tracker.log_study_artifacts(files)
+        if metrics:
+            tracker.log_study_metrics(metrics)
+        self.storage.publish(*files)
 
 
 def objective_names() -> list[str]:
@@ -96,6 +118,11 @@ def validate_spec(spec: StudySpec) -> None:
     _check_name("student", spec.student, MODELS)
     for method in spec.methods:
         _check_name("methods", method, METHODS)
+    for i, point in enumerate(spec.grid):
+        try:
+            TrialConfig.from_dict(point, method_defaults())
+        except ConfigError as error:
+            raise ConfigError(f"grid[{i}]: {error}") from None
     for metric, _ in spec.objectives:
         _check_name("objectives", metric, objective_names())
     searched = {name for method in spec.methods for name in space_params(method)}
@@ -132,7 +159,7 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def _init_ray(spec: StudySpec, log: Callable[[str], None]) -> None:
+def _init_ray(gpus_per_trial: float, log: Callable[[str], None]) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -143,7 +170,7 @@ def _init_ray(spec: StudySpec, log: Callable[[str], None]) -> None:
             ray.init(include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
     log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
-    if spec.gpus_per_trial > 0 and not resources.get("GPU"):
+    if gpus_per_trial > 0 and not resources.get("GPU"):
         log("ray: no GPU in the cluster yet; trials wait until the autoscaler adds GPU workers")
 
 
@@ -177,11 +204,14 @@ def _check_writable(folder: Path) -> None:
 
 
 def _tuner(
-    spec: StudySpec,
+    name: str,
     trainable: Any,
+    tune_config: tune.TuneConfig,
     callback: TrackingCallback,
     storage: StudyStorage,
+    *,
     resume: bool,
+    max_failures: int,
     log: Callable[[str], None],
 ) -> tune.Tuner:
     path = storage.experiment_path
@@ -193,21 +223,25 @@ def _tuner(
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec),
-            scheduler=make_scheduler(spec),
-            num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent_trials,
-            reuse_actors=True,
-        ),
+        tune_config=tune_config,
         run_config=tune.RunConfig(
-            name=spec.name,
+            name=name,
             storage_path=storage.root,
             callbacks=[callback],
             verbose=0,  # kdtune prints one line per finished trial instead
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
+    )
+
+
+def _tune_config(spec: StudySpec) -> tune.TuneConfig:
+    return tune.TuneConfig(
+        search_alg=make_searcher(spec),
+        scheduler=make_scheduler(spec),
+        num_samples=spec.trial_count,
+        max_concurrent_trials=spec.max_concurrent_trials,
+        reuse_actors=True,
     )
 
 
@@ -301,6 +335,133 @@ def _post_process(
     return table, front
 
 
+def grid_summary(
+    spec: StudySpec, table: pa.Table, metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Mean and std over the seeds of each configuration of a grid study, each labelled by
+    what its point sets ("mixup_kd alpha=0.5") in a `config` entry."""
+    keys = grid_keys(spec)
+    summary = results.seed_summary(table, keys, metrics)
+    for entry in summary:
+        entry["config"] = _config_label(entry, keys)
+    return summary
+
+
+def _config_label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    settings = [f"{k}={values[k]:.4g}" if isinstance(values[k], float) else f"{k}={values[k]}"
+                for k in keys[1:] if values.get(k) is not None]  # fmt: skip
+    return " ".join([str(values["method"]), *settings])
+
+
+def _reseed_front(
+    spec: StudySpec, result: StudyResult, *, resume: bool, tracking_uri: str | None,
+    device: str, log: Callable[[str], None],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Re-run the search's Pareto configurations with `spec.reseed` (a grid study named
+    NAME-reseed) and mark the front of their seed means; the search's own values stand beside
+    them as `search_{objective}`, which shows how much the selection flattered them."""
+    chosen = result.front.to_pylist()
+    if not chosen:
+        log("reseed: the front is empty (no finished trial); nothing to re-run")
+        return []
+    points = tuple({"method": row["method"], **{k: row[k] for k in space_params(row["method"])
+                                                if row.get(k) is not None}}
+                   for row in chosen)  # fmt: skip
+    again = dataclasses.replace(spec, name=f"{spec.name}-reseed", grid=points,
+                                seeds=spec.reseed, reseed=(), search={})  # fmt: skip
+    log(f"\nreseed: {len(points)} Pareto configurations x seeds {list(spec.reseed)}")
+    second = run_study(again, resume=resume, tracking_uri=tracking_uri, device=device, log=log)
+    objectives = [m for m, _ in spec.objectives]
+    metrics = list(dict.fromkeys([*objectives, "test_acc", "test_ece", "test_nll", "test_ece_ts"]))
+    summary = grid_summary(again, second.table, metrics)
+    means = np.array([[e[f"{m}_mean"] for m in objectives] for e in summary], dtype=float)
+    on_front = pareto_front(means.reshape(len(summary), len(objectives)),
+                            [mode for _, mode in spec.objectives])  # fmt: skip
+    searched = {_config_label(row, grid_keys(again)): row for row in chosen}
+    for entry, flag in zip(summary, on_front):
+        entry["front"] = bool(flag)
+        entry.update({f"search_{m}": searched.get(entry["config"], {}).get(m) for m in objectives})
+    shown = [f"search_{m}" for m in objectives]
+    log(results.format_summary(
+        summary, ["config", "front", *shown], metrics,
+        title=f"\nSeed-averaged front (seeds {list(spec.reseed)}; search_*: the search's own "
+              f"seed {spec.seed}):"))  # fmt: skip
+    folder = result.study_dir
+    results.write_table(pa.Table.from_pylist(summary), folder / "front_seeds.parquet")
+    files = [folder / "front_seeds.parquet"]
+    if len(objectives) == 2:
+        files.append(plots.labelled_scatter(
+            means[:, 0], means[:, 1], [e["config"] for e in summary],
+            x_err=[e[f"{objectives[0]}_std"] or 0.0 for e in summary],
+            y_err=[e[f"{objectives[1]}_std"] or 0.0 for e in summary],
+            highlight=on_front, x_label=objectives[0], y_label=objectives[1],
+            path=folder / "front_seeds.png",
+            title=f"{spec.name}: front of the means over seeds {list(spec.reseed)}"))  # fmt: skip
+    result.publish(files, {"seed_front_size": float(on_front.sum())})
+    return summary
+
+
+def study_teacher(spec: StudySpec, device: str = "cpu") -> tuple[DatasetBundle, torch.nn.Module]:
+    """The study's data and teacher model (from the study's teacher cache, trained there if
+    missing), for diagnostics that need the teacher itself, such as T.stddev."""
+    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
+    teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
+                          cache_dir=StudyStorage.of(spec.storage_path, spec.name).teacher_cache,
+                          log=lambda _: None)  # fmt: skip
+    model = teacher.build(data.num_classes, data.in_shape, resolve_device(device))
+    return data.to(resolve_device(device)), model
+
+
+@dataclass(frozen=True)
+class _OpenStudy:
+    storage: StudyStorage
+    tracker: StudyTracker
+    parent_id: str
+    tags: dict[str, str]
+    resumed: bool  # the parent run existed before (a --resume that found it)
+
+
+def _open_study(
+    name: str, storage: StudyStorage, params: Mapping[str, Any], *, resume: bool,
+    tracking_uri: str | None, log: Callable[[str], None],
+) -> _OpenStudy:  # fmt: skip
+    """The study's MLflow parent run, re-opened on resume (its id is kept beside the results)."""
+    tracker = StudyTracker(name, tracking_uri)
+    saved_parent = storage.read_text(PARENT_RUN_FILE) if resume else None
+    previous = saved_parent.strip() if saved_parent else None
+    tags = environment_tags()
+    parent_id = tracker.start_study(name, params, tags, resume_run_id=previous)
+    atomic.write_text(storage.local_dir / PARENT_RUN_FILE, parent_id)
+    storage.publish(storage.local_dir / PARENT_RUN_FILE)
+    log(f"mlflow: parent run {parent_id} in experiment {name!r} at {tracker.tracking_uri}")
+    return _OpenStudy(storage, tracker, parent_id, tags, previous is not None)
+
+
+def _fit_trials(
+    study: _OpenStudy, name: str, trainable: Any, tune_config: tune.TuneConfig,
+    objectives: Sequence[str], *, resume: bool, max_failures: int, log: Callable[[str], None],
+    post_process: Callable[[Any], _T],
+) -> _T:  # fmt: skip
+    """Run the trials with the MLflow callback, post-process the ResultGrid, close the parent
+    run as FINISHED, or FAILED if anything raised."""
+    callback = TrackingCallback(name, study.tracker.tracking_uri, study.parent_id, study.tags,
+                                objectives, tune_config.num_samples)  # fmt: skip
+    status = "FAILED"
+    try:
+        tuner = _tuner(name, trainable, tune_config, callback, study.storage, resume=resume,
+                       max_failures=max_failures, log=log)  # fmt: skip
+        outcome = post_process(tuner.fit())
+        status = "FINISHED"
+    finally:
+        study.tracker.end_study(status)
+    return outcome
+
+
+def _closing_lines(study_dir: Path, tracking_uri: str) -> str:
+    return (f"\nresults: {study_dir / 'results.parquet'}\nmlflow: run `kdtune ui` in {Path.cwd()} "
+            f"(tracking URI {tracking_uri})")  # fmt: skip
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -319,32 +480,24 @@ def run_study(
         f"{len(data.train)}/{len(data.val)}/{len(data.test)}, "
         f"{data.num_classes} classes, shape {data.in_shape}"
     )
-    _init_ray(spec, log)
+    _init_ray(spec.gpus_per_trial, log)
     teacher = None
     if any(METHODS[m].uses_teacher for m in spec.methods):
         teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
                               cache_dir=storage.teacher_cache, log=log,
                               train=_teacher_trainer(spec, device, log))  # fmt: skip
 
-    tracker = StudyTracker(spec.name, tracking_uri)
-    saved_parent = storage.read_text(PARENT_RUN_FILE) if resume else None
-    previous = saved_parent.strip() if saved_parent else None
-    tags = environment_tags()
-    parent_id = tracker.start_study(
-        spec.name, dataclasses.asdict(spec), tags, resume_run_id=previous
-    )
-    atomic.write_text(study_dir / PARENT_RUN_FILE, parent_id)
-    storage.publish(study_dir / PARENT_RUN_FILE)
-    if teacher is not None and previous is None:
-        tracker.log_study_metrics(teacher.metrics)
-        tracker.log_figure(
-            parent_id,
+    study = _open_study(spec.name, storage, dataclasses.asdict(spec), resume=resume,
+                        tracking_uri=tracking_uri, log=log)  # fmt: skip
+    if teacher is not None and not study.resumed:
+        study.tracker.log_study_metrics(teacher.metrics)
+        study.tracker.log_figure(
+            study.parent_id,
             "reliability_teacher.png",
             lambda path: plots.reliability_diagram(
                 teacher.reliability, path=path, title=f"teacher {spec.teacher}, test split"
             ),
         )
-    log(f"mlflow: parent run {parent_id} in experiment {spec.name!r} at {tracker.tracking_uri}")
 
     context = TrialContext(
         data=data,
@@ -359,28 +512,66 @@ def run_study(
         tune.with_parameters(tune_trainable, context=context),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
-    callback = TrackingCallback(spec.name, tracker.tracking_uri, parent_id, tags, spec)
-    status = "FAILED"
-    try:
-        grid = _tuner(spec, trainable, callback, storage, resume, log).fit()
-        table, front = _post_process(spec, grid, tracker, storage)
-        status = "FINISHED"
-    finally:
-        tracker.end_study(status)
-    log(
-        results.format_table(
-            table, summary_columns(spec.methods), title=f"\nAll trials ({table.num_rows}):"
-        )
+    log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
+    table, front = _fit_trials(
+        study, spec.name, trainable, _tune_config(spec), [m for m, _ in spec.objectives],
+        resume=resume, max_failures=spec.max_failures, log=log,
+        post_process=lambda grid: _post_process(spec, grid, study.tracker, storage),
+    )  # fmt: skip
+    columns = summary_columns(spec.methods)
+    log(results.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"))
+    objectives = [m for m, _ in spec.objectives]
+    log(results.format_table(front, columns, title=f"\nPareto front over {objectives}:"))
+    log(_closing_lines(study_dir, study.tracker.tracking_uri))
+    result = StudyResult(table, front, study_dir, study.parent_id,
+                         teacher.metrics if teacher else {}, storage,
+                         study.tracker.tracking_uri)  # fmt: skip
+    if spec.reseed:
+        seed_front = _reseed_front(spec, result, resume=resume, tracking_uri=tracking_uri,
+                                   device=device, log=log)  # fmt: skip
+        result = dataclasses.replace(result, seed_front=seed_front)
+    return result
+
+
+def run_trials(
+    name: str,
+    trainable: Callable[[dict[str, Any]], None],
+    points: Sequence[Mapping[str, Any]],
+    *,
+    params: Mapping[str, Any],
+    storage_path: str = "./ray_results",
+    tracking_uri: str | None = None,
+    resume: bool = False,
+    max_concurrent_trials: int = 2,
+    cpus_per_trial: float = 1.0,
+    progress_metrics: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> StudyResult:
+    """Any Ray Tune function trainable over an explicit list of configs, with run_study's
+    handling of Ray, MLflow (parent run with `params`, a child run per trial), resume and the
+    Parquet table; there is no teacher, search or Pareto front."""
+    storage = StudyStorage.of(storage_path, name)
+    _check_writable(storage.local_dir)
+    _init_ray(0, log)
+    study = _open_study(name, storage, params, resume=resume, tracking_uri=tracking_uri, log=log)
+    tune_config = tune.TuneConfig(
+        search_alg=points_searcher([dict(p) for p in points]),
+        num_samples=len(points),
+        max_concurrent_trials=max_concurrent_trials,
+        reuse_actors=True,
     )
-    log(
-        results.format_table(
-            front,
-            summary_columns(spec.methods),
-            title=f"\nPareto front over {[m for m, _ in spec.objectives]}:",
-        )
-    )
-    log(
-        f"\nresults: {study_dir / 'results.parquet'}\nmlflow: run `mlflow ui` in {Path.cwd()} "
-        f"(tracking URI {tracker.tracking_uri})"
-    )
-    return StudyResult(table, front, study_dir, parent_id, teacher.metrics if teacher else {})
+
+    def post_process(grid: Any) -> pa.Table:
+        table = results.to_table(_rows(grid, study.tracker.trial_runs()))
+        results.write_table(table, storage.local_dir / "results.parquet")
+        study.tracker.log_study_artifacts([storage.local_dir / "results.parquet"])
+        storage.publish(storage.local_dir / "results.parquet")
+        return table
+
+    log(f"study: {len(points)} trials, {max_concurrent_trials} at a time")
+    trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial})
+    table = _fit_trials(study, name, trainable, tune_config, progress_metrics, resume=resume,
+                        max_failures=2, log=log, post_process=post_process)  # fmt: skip
+    log(_closing_lines(storage.local_dir, study.tracker.tracking_uri))
+    return StudyResult(table, table.slice(0, 0), storage.local_dir, study.parent_id, {}, storage,
+                       study.tracker.tracking_uri)  # fmt: skip

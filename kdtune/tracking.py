@@ -60,6 +60,15 @@ class StudyTracker:
         self._pending: dict[str, list[Metric]] = {}  # trial id -> metrics not yet written
         self._flushed: dict[str, float] = {}  # trial id -> monotonic time of its last write
 
+    @classmethod
+    def of_run(cls, tracking_uri: str, parent_run_id: str) -> StudyTracker:
+        """The tracker of an existing study, to add outputs to its parent run afterwards."""
+        client = MlflowClient(tracking_uri)
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        tracker = cls(client.get_experiment(experiment_id).name, tracking_uri)
+        tracker.parent_run_id = parent_run_id
+        return tracker
+
     def start_study(
         self,
         name: str,

@@ -199,3 +199,44 @@ def test_one_smoke_trial_per_method_on_digits(method, digits, tmp_path_factory):
     assert 0 <= final["val_acc"] <= 1 and "test_ece_ts" in final
     if "warmup" not in METHODS[method].defaults:  # a warm-up raises the loss's weight each epoch
         assert final["train_loss"] < first["train_loss"]
+
+
+def _recording_teacher(calls: list[torch.Tensor]):
+    weights = torch.randn(3 * 4 * 4, 5)
+
+    def teacher(x):
+        calls.append(x)
+        return x.flatten(1) @ weights
+
+    return teacher
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "identity"])
+def test_da_kd_shows_the_teacher_the_named_augmentation_of_the_batch(augmentation):
+    torch.manual_seed(0)
+    calls: list[torch.Tensor] = []
+    x = torch.randn(6, 3, 4, 4)
+    batch = StepBatch(x, torch.arange(6) % 5, 5, raw=x, normalize=lambda v: v, fill=torch.zeros(3))
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    params = {**METHODS["da_kd"].defaults, "augmentation": augmentation}
+    METHODS["da_kd"].step(student, _recording_teacher(calls), batch, params)
+    assert torch.equal(calls[0], x)  # KD on the original batch ...
+    assert torch.equal(calls[-1], x.flip(3) if augmentation == "flip" else x)  # ... and on x'
+
+
+def test_mixup_alone_is_ce_on_mixed_inputs_and_labels_without_a_teacher():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 4, 4), torch.arange(8) % 5
+    batch = StepBatch(x, y, 5, raw=x, normalize=lambda v: v, fill=torch.zeros(3))
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    params = {"alpha": 1.0, "partial": 1.0}
+    torch.manual_seed(1)
+    loss = METHODS["mixup"].step(student, None, batch, params)
+    torch.manual_seed(1)  # the same draw of lambda and partners, by hand
+    lam = torch.distributions.Beta(1.0, 1.0).sample((8,))
+    partner = torch.randperm(8)
+    mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
+    log_p = student(mixed).log_softmax(1)
+    expected = -(lam * log_p[torch.arange(8), y] + (1 - lam) * log_p[torch.arange(8), y[partner]])
+    assert not METHODS["mixup"].uses_teacher
+    assert loss.item() == pytest.approx(expected.mean().item(), rel=1e-5)
