@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from kdtune import metrics
+from kdtune import metrics, selfdistill
 from kdtune.config import TrialConfig
 from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
@@ -194,3 +194,12 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
     run_trial(config, context, report, resume)
+
+
+def selfdistill_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune entry point of the self-distillation study: one draw of the Gaussian mixture,
+    every variant on it, one report per stage (seconds of work: no checkpoint)."""
+    from ray import tune
+
+    for record in selfdistill.run_cell(selfdistill.CellConfig.from_dict(config)):
+        tune.report(record)
