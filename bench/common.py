@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from kdtune.data import DatasetBundle, Split, load_synthetic
 
 # KDTUNE_BENCH_RESULTS redirects the files (the tests do, to keep bench/results/ as measured)
 RESULTS = Path(os.environ.get("KDTUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -40,3 +43,10 @@ def table(rows: list[tuple[str, ...]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def synthetic_cifar(images: int) -> DatasetBundle:
+    """Random CIFAR-100-shaped data with `images` training images (CPU)."""
+    # the splits are stratified over 100 classes, hence the minimum size; 80% of it is train
+    data = load_synthetic(seed=0, size=max(2000, int(images / 0.8)))
+    return dataclasses.replace(data, train=Split(data.train.x[:images], data.train.y[:images]))

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 trials of ~4 s (CI)")
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=500, help="~30 s per digits trial on 2 CPUs")
+    parser.add_argument("--epochs", type=int, default=1000, help="~30 s per digits trial on 2 CPUs")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 3, 60
@@ -57,22 +57,32 @@ def main(argv: list[str] | None = None) -> dict:
         data=data, teacher=teacher, student_model=spec.student, device="cpu", threads=2
     )
     torch.set_num_threads(2)
-    start = time.perf_counter()
-    for _ in range(args.trials):
-        run_trial(config, context, lambda result, state: None)
-    plain = time.perf_counter() - start
+
+    def plain_loop() -> float:
+        start = time.perf_counter()
+        for _ in range(args.trials):
+            run_trial(config, context, lambda result, state: None)
+        return time.perf_counter() - start
+
+    plain_before = plain_loop()
 
     import ray
 
     from kdtune.study import run_study
 
     start = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    # a Ray of its own: a running or stale cluster on this machine must not be measured
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
+    study_started = time.time()  # wall clock, as Tune's timestamps
     start = time.perf_counter()
     result = run_study(spec, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
     study = time.perf_counter() - start
     ray.shutdown()
+    # the baseline runs before and after the study, so a drift of the machine's speed during
+    # the benchmark weighs on both sides alike
+    plain_after = plain_loop()
+    plain = (plain_before + plain_after) / 2
     rows = result.table.to_pylist()
     training = sum(r["time_total_s"] for r in rows)
     first_start = min(r["timestamp"] - r["time_total_s"] for r in rows)
@@ -80,19 +90,21 @@ def main(argv: list[str] | None = None) -> dict:
         "trials": args.trials,
         "epochs": args.epochs,
         "plain_loop_s": plain,
+        "plain_loop_before_after_s": [plain_before, plain_after],
         "study_s": study,
         "ray_start_s": ray_start,
         "trial_training_s": training,
         "ratio": study / plain,
         "ratio_with_ray_start": (study + ray_start) / plain,
         "outside_training_per_trial_s": (study - training) / args.trials,
-        "first_trial_start_latency_s": first_start - (time.time() - study),
+        "first_trial_start_latency_s": first_start - study_started,
     }
     print(
         table(
             [
                 ("", "seconds"),
-                (f"plain loop, {args.trials} trainings", f"{plain:.1f}"),
+                (f"plain loop, {args.trials} trainings (mean)", f"{plain:.1f}"),
+                ("  before / after the study", f"{plain_before:.1f} / {plain_after:.1f}"),
                 ("run_study (Ray already up)", f"{study:.1f}"),
                 ("  of which inside the trainable", f"{training:.1f}"),
                 ("ray.init", f"{ray_start:.1f}"),

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from kdtune.study import run_study
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    # a Ray of its own: a running or stale cluster on this machine must not be measured
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     folder = Path(tempfile.mkdtemp(prefix="kdtune_scaling_"))
     # the teacher is trained once, before the clock starts, and found in the cache by both runs
     spec = dataclasses.replace(study.SPEC, storage_path=str(folder / "ray"))

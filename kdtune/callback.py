@@ -6,6 +6,7 @@ Workers never talk to MLflow: each report reaches the driver through Tune and is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from kdtune.tracking import METHOD_TAG, StudyTracker
+from kdtune.trainable import EPOCH_HISTORY
 
 
 def failure_reason(error: BaseException | str | None) -> str:
@@ -66,6 +68,8 @@ class TrackingCallback(tune.Callback):
         self.on_trial_start(iteration, trials, trial)
         # the x-axis of the metric histories: the epoch of a training, the stage of a
         # self-distillation chain, else the report's number
+        for earlier in json.loads(result.get(EPOCH_HISTORY) or "[]"):
+            self.tracker.log_trial(trial.trial_id, earlier, step=int(earlier["epoch"]))
         step = result.get("epoch", result.get("stage", result.get("training_iteration", 0)))
         self.tracker.log_trial(trial.trial_id, result, step=int(step))
 

@@ -101,6 +101,26 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
     add("--teacher-epochs", type=int, default=t.epochs, help="teacher epochs (%(default)s)")
     add("--batch-size", type=int, default=r.batch_size, help="(%(default)s)")
     add("--lr", type=float, default=r.lr, help="student peak learning rate (%(default)s)")
+    add(
+        "--compile",
+        action="store_true",
+        default=r.compile,
+        help="torch.compile teacher and student networks (pays off on GPUs for long trainings)",
+    )
+    add(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        default=r.augment,
+        help="train students without the dataset's random crop/flip",
+    )
+    add(
+        "--cache-teacher-logits",
+        action="store_true",
+        default=spec.cache_teacher_logits,
+        help="compute the teacher's training-split logits once instead of every step "
+        "(needs --no-augment and kd, lskd, dkd, topkd or ce)",
+    )
     add("--seed", type=int, default=spec.seed, help="seeds data split, teacher, trials, sampler")
     if spec.grid:
         add("--seeds", type=int_list, default=spec.trial_seeds,
@@ -170,14 +190,19 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
         gpus_per_trial=args.gpus_per_trial,
         seed=args.seed,
         storage_path=args.storage,
+        cache_teacher_logits=args.cache_teacher_logits,
         recipe=dataclasses.replace(
             base.recipe,
             epochs=chosen("epochs", smoke.recipe.epochs),
             batch_size=args.batch_size,
             lr=args.lr,
+            augment=args.augment,
+            compile=args.compile,
         ),
         teacher_recipe=dataclasses.replace(
-            base.teacher_recipe, epochs=chosen("teacher_epochs", smoke.teacher_recipe.epochs)
+            base.teacher_recipe,
+            epochs=chosen("teacher_epochs", smoke.teacher_recipe.epochs),
+            compile=args.compile,
         ),
     )
 

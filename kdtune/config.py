@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(valid)}"
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
@@ -71,10 +71,19 @@ class Recipe:
     optimizer: str = "sgd"  # "sgd" or "adamw"
     schedule: str = "cosine"  # "cosine" (to 0 over the epochs) or "step" (x0.1 at 50% and 75%)
     weight_decay: float = 5e-4
+    # the dataset's random training augmentation (crop, flip); off keeps every epoch's inputs
+    # identical, which is what caching the teacher's logits needs
+    augment: bool = True
+    # torch.compile the networks (worth it on GPUs for long trainings: the first epoch pays the
+    # compilation, later trials on the node reuse inductor's on-disk cache)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr", "weight_decay"):
             check_param(name, getattr(self, name))
+        for name in ("augment", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optimizer: must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step"):
@@ -168,6 +177,14 @@ class StudySpec:
     # A trial checkpoints after an epoch once this many seconds passed since its last checkpoint
     # (and after its last epoch): a crash costs at most this much training; 0 = every epoch.
     checkpoint_interval_s: float = 10.0
+    # A trial sends its epochs to the driver at most this often (checkpoints and the last epoch
+    # always go at once): every epoch still reaches MLflow, but trials of many short epochs
+    # do not pay Tune's round trip per epoch. 0 = every epoch.
+    report_interval_s: float = 1.0
+    # Compute the teacher's logits on the training split once (Parquet beside the cached
+    # teacher) and look them up instead of running the teacher every step. Needs
+    # recipe.augment = false and methods that query the teacher on the batch alone.
+    cache_teacher_logits: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -182,10 +199,9 @@ class StudySpec:
             )
         if self.cpus_per_trial <= 0:
             raise ConfigError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
-        if self.checkpoint_interval_s < 0:
-            raise ConfigError(
-                f"checkpoint_interval_s: must be >= 0, got {self.checkpoint_interval_s}"
-            )
+        for name in ("checkpoint_interval_s", "report_interval_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_trial < 0:
             raise ConfigError(f"gpus_per_trial: must be >= 0, got {self.gpus_per_trial}")
         for metric, mode in self.objectives:
@@ -255,8 +271,14 @@ _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path"), (str,)),
     **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures"), (int,)),
-    **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s"), _NUMBER),
-    "download": (bool,),
+    **dict.fromkeys(
+        ("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s", "report_interval_s"), _NUMBER
+    ),
+    **dict.fromkeys(("download", "cache_teacher_logits"), (bool,)),
+}
+_RECIPE_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("optimizer", "schedule"), (str,)),
+    **dict.fromkeys(("augment", "compile"), (bool,)),
 }
 
 
@@ -278,7 +300,7 @@ def _parse_spec_value(key: str, value: Any) -> Any:
         for recipe_key, recipe_value in value.items():
             if recipe_key not in RECIPE_KEYS:
                 raise _unknown_key_error(str(recipe_key), RECIPE_KEYS, key)
-            expected = (str,) if recipe_key in ("optimizer", "schedule") else _NUMBER
+            expected = _RECIPE_TYPES.get(recipe_key, _NUMBER)
             if not _is(recipe_value, expected):
                 raise ConfigError(f"{key}.{recipe_key}: must be a {expected[0].__name__}, "
                                   f"got {recipe_value!r}")  # fmt: skip

@@ -1,7 +1,9 @@
 """The one training loop: optimiser, LR schedule, AMP on CUDA, epochs, per-epoch validation.
 
 Teachers and students, every method, every dataset go through `fit`. Data stays on the device
-as uint8; each batch is augmented and normalised there (no DataLoader on the hot path).
+as uint8; each batch is augmented and normalised there (no DataLoader on the hot path). On CUDA
+the networks run in bf16 autocast and channels_last with a fused optimiser; `Recipe.compile`
+adds torch.compile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the trial cannot continue."""
 
 
+class TeacherCacheError(RuntimeError):
+    """A method asked cached teacher logits for inputs other than the batch's own."""
+
+
 @dataclass(frozen=True)
 class EpochEnd:
     epoch: int  # 1-based, the number of finished epochs
@@ -42,12 +48,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    # fused: one kernel updates every parameter instead of a few per tensor (CUDA only)
+    fused = device.type == "cuda"
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay
-    )
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                 fused=fused)  # fmt: skip
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9,
+                           weight_decay=recipe.weight_decay, fused=fused)  # fmt: skip
+
+
+def accelerated(model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+    """The callable that runs `model` fast on `device`: channels_last on CUDA (what tensor-core
+    convolutions want; a no-op for layers without 4-D weights), compiled if asked. Parameters and
+    state_dict stay those of `model`."""
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
 
 
 def _lr_factor(recipe: Recipe) -> Callable[[int], float]:
@@ -80,15 +97,33 @@ def predict(
     return logits.float()
 
 
-def frozen(model: nn.Module) -> TeacherFn:
-    """A teacher callable: eval mode, no gradients, float32 logits."""
+def frozen(model: nn.Module, compile: bool = False) -> TeacherFn:
+    """A teacher callable: eval mode, no autograd at all (inference mode), float32 logits."""
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    forward = accelerated(model, next(model.parameters()).device, compile)
 
     def teacher(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model(x).float()
+        with torch.inference_mode():
+            logits = forward(x).float()
+        # an inference tensor cannot be saved for the student's backward pass; a copy can
+        return logits.clone()
+
+    return teacher
+
+
+def cached_teacher(logits: Tensor, inputs: Tensor) -> TeacherFn:
+    """The teacher of one batch, answered from cached logits: only for the batch's own inputs.
+    Mixed, cut or re-augmented inputs have no cached logits, so asking for them is an error."""
+
+    def teacher(x: Tensor) -> Tensor:
+        if x is not inputs:
+            raise TeacherCacheError(
+                "cached teacher logits exist only for the training batch itself, but the method "
+                "queried the teacher on other inputs: set cache_teacher_logits = false"
+            )
+        return logits
 
     return teacher
 
@@ -101,12 +136,21 @@ def fit(
     recipe: Recipe,
     *,
     teacher: TeacherFn | None = None,
+    teacher_logits: Tensor | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[EpochEnd], None] | None = None,
 ) -> nn.Module:
-    """Train `model` on `data.train` (already on the model's device) and validate every epoch."""
+    """Train `model` on `data.train` (already on the model's device) and validate every epoch.
+    `teacher_logits` (row i: the teacher on training sample i, un-augmented) replaces the
+    teacher's forward pass; it needs `recipe.augment` off."""
     device = data.train.x.device
-    optimizer = _optimizer(model, recipe)
+    if teacher_logits is not None and recipe.augment and (data.crop_padding or data.flip):
+        raise TeacherCacheError(
+            "cached teacher logits need the same inputs every epoch, but random crop/flip is on: "
+            "set recipe.augment = false (--no-augment) or cache_teacher_logits = false"
+        )
+    student = accelerated(model, device, recipe.compile)
+    optimizer = _optimizer(model, recipe, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe))
     start_epoch = 0
     if resume is not None:
@@ -141,11 +185,15 @@ def fit(
             index = order[start : start + recipe.batch_size]
             if len(index) < 2:  # BatchNorm cannot train on a single sample
                 continue
-            x = augment.crop_flip(data.train.x[index], padding=data.crop_padding, flip=data.flip)
+            x = data.train.x[index]
+            if recipe.augment:
+                x = augment.crop_flip(x, padding=data.crop_padding, flip=data.flip)
             batch = StepBatch(data.normalize(x), data.train.y[index], data.num_classes, raw=x,
                               normalize=data.normalize, fill=fill, kd_scale=kd_scale)  # fmt: skip
+            if teacher_logits is not None:
+                teacher = cached_teacher(teacher_logits[index], batch.x)
             with _autocast(device):
-                loss = method.step(model, teacher, batch, params)
+                loss = method.step(student, teacher, batch, params)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}: "

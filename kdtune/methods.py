@@ -43,6 +43,9 @@ class Method:
     defaults: Params  # every hyperparameter the method takes, at its paper default
     uses_teacher: bool
     reference: str
+    # the teacher sees only the step's batch (`batch.x`), so its logits can be looked up by
+    # sample index instead of computed (`StudySpec.cache_teacher_logits`)
+    teacher_cacheable: bool = False
 
 
 # TopKD's scaling constants (an assumption, METHODS.md 3.3), shared by topkd and the
@@ -201,15 +204,17 @@ METHODS: dict[str, Method] = {
     "ce": Method(_ce_step, {}, uses_teacher=False, reference="the student alone, cross-entropy"),
     # mdistiller: T = 4, CE weight 0.1, KD weight 0.9 (METHODS.md 6.1)
     "kd": Method(_kd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, **SWITCHES, **TOPK},
-                 uses_teacher=True, reference="Hinton et al. 2015"),
+                 uses_teacher=True, reference="Hinton et al. 2015", teacher_cacheable=True),
     # LSKD repository: base temperature 2, KD weight 9, CE weight 0.1 (METHODS.md 6.3)
     "lskd": Method(_kd_step, {"temperature": 2.0, "w_ce": 0.1, "w_kd": 9.0, **SWITCHES,
                               "logit_standardize": 1.0, **TOPK},
-                   uses_teacher=True, reference="Sun et al. 2024, logit-standardised KD"),
+                   uses_teacher=True, reference="Sun et al. 2024, logit-standardised KD",
+                   teacher_cacheable=True),
     # mdistiller DKD: CE 1, alpha 1, beta 8, T 4, 20 warm-up epochs (METHODS.md 6.2)
     "dkd": Method(_dkd_step, {"temperature": 4.0, "w_ce": 1.0, "w_tckd": 1.0, "w_nckd": 8.0,
                               "warmup": 20.0, **SWITCHES, **TOPK},
-                  uses_teacher=True, reference="Zhao et al. 2022, decoupled KD"),
+                  uses_teacher=True, reference="Zhao et al. 2022, decoupled KD",
+                  teacher_cacheable=True),
     # KD-Mixup path B: T 2, alpha 1, 0.2 CE_mix + 0.8 KD, every sample mixed (METHODS.md 1.2)
     "mixup_kd": Method(_mixup_kd_step, {"temperature": 2.0, "alpha": 1.0, "partial": 1.0,
                                         "w_ce": 0.2, "w_kd": 0.8, "logit_standardize": 0.0},
@@ -235,7 +240,8 @@ METHODS: dict[str, Method] = {
     "topkd": Method(_topkd_step, {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, **TOPK,
                                   "w_pos": 1.0, "w_neg": 1.0, "w_tdl": 1.0, "w_con": 0.1,
                                   "con_temperature": 0.1},
-                    uses_teacher=True, reference="Wang & Zhou 2025, TopKD (assumed constants)"),
+                    uses_teacher=True, reference="Wang & Zhou 2025, TopKD (assumed constants)",
+                    teacher_cacheable=True),
 }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ Writes are atomic (temp file + rename).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,13 @@ def format_table(table: pa.Table, columns: Sequence[str], title: str = "") -> st
 
 
 def seed_summary(
-    table: pa.Table, group_by: Sequence[str], metrics: Sequence[str]
+    rows: Iterable[Mapping[str, Any]], group_by: Sequence[str], metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Mean and sample standard deviation (ddof 1; None for a single value) of each metric over
-    the finished trials of each group, e.g. the seeds of one configuration; `n` counts them.
-    Groups keep the order of their first trial."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in table.to_pylist():
+    the finished trials (rows) of each group, e.g. the seeds of one configuration; `n` counts
+    them. Groups keep the order of their first trial."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
         if row.get("status") in (None, "TERMINATED"):
             groups.setdefault(tuple(row.get(k) for k in group_by), []).append(row)
     summary = []
@@ -90,6 +90,12 @@ def seed_summary(
             entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         summary.append(entry)
     return summary
+
+
+def summary_table(entries: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Summary rows (possibly with different keys) as one table: the union of their columns."""
+    columns = list(dict.fromkeys(key for entry in entries for key in entry))
+    return pa.Table.from_pylist([{key: entry.get(key) for key in columns} for entry in entries])
 
 
 def format_summary(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -40,9 +41,9 @@ from kdtune.search import (
     space_params,
 )
 from kdtune.storage import StudyStorage
-from kdtune.teacher import get_teacher, train_teacher
+from kdtune.teacher import get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.tracking import StudyTracker
-from kdtune.trainable import TrialContext, tune_trainable
+from kdtune.trainable import EPOCH_HISTORY, TrialContext, tune_trainable
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 _T = TypeVar("_T")
@@ -76,9 +77,15 @@ class StudyResult:
     # `front` (on the front of the means) and `search_{objective}` (the search's own value)
     seed_front: list[dict[str, Any]] | None = None
 
-    def publish(self, files: Sequence[Path], metrics: Mapping[str, float] | None = None) -> None:
-        """A study script's own outputs (summary tables, figures, figures of merit): onto the
-        study's MLflow parent run and next to its other results."""
+    def publish(
+        self, files: Sequence[Path], metrics: Mapping[str, float] | None = None, *,
+        summary: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        """A study script's own outputs (figures, figures of merit, and its `summary` rows as
+        summary.parquet): onto the study's MLflow parent run and next to its other results."""
+        if summary is not None:
+            results.write_table(results.summary_table(summary), self.study_dir / "summary.parquet")
+            files = [*files, self.study_dir / "summary.parquet"]
         tracker = StudyTracker.of_run(self.tracking_uri, self.parent_run_id)
         tracker.log_study_artifacts(files)
         if metrics:
@@ -111,6 +118,19 @@ def _on_cluster() -> bool:
     )
 
 
+def _check_teacher_cache(spec: StudySpec) -> None:
+    if spec.recipe.augment:
+        raise ConfigError("cache_teacher_logits: random crop/flip gives the teacher new inputs "
+                          "every epoch; set recipe.augment = false (--no-augment) or turn the "
+                          "cache off")  # fmt: skip
+    cacheable = sorted(name for name, method in METHODS.items() if method.teacher_cacheable)
+    for name in spec.methods:
+        if METHODS[name].uses_teacher and not METHODS[name].teacher_cacheable:
+            raise ConfigError(f"cache_teacher_logits: method {name!r} queries the teacher on "
+                              f"mixed or augmented inputs that no cache holds; the cache works "
+                              f"with {cacheable} (and ce)")  # fmt: skip
+
+
 def validate_spec(spec: StudySpec) -> None:
     """Names against the registries; raises ConfigError. Runs before data, teacher or Ray."""
     _check_name("dataset", spec.dataset, DATASETS)
@@ -125,6 +145,8 @@ def validate_spec(spec: StudySpec) -> None:
             raise ConfigError(f"grid[{i}]: {error}") from None
     for metric, _ in spec.objectives:
         _check_name("objectives", metric, objective_names())
+    if spec.cache_teacher_logits:
+        _check_teacher_cache(spec)
     searched = {name for method in spec.methods for name in space_params(method)}
     for field, names in (("search", spec.search), ("fixed", spec.fixed)):
         for name in names:
@@ -174,22 +196,25 @@ def _init_ray(gpus_per_trial: float, log: Callable[[str], None]) -> None:
         log("ray: no GPU in the cluster yet; trials wait until the autoscaler adds GPU workers")
 
 
-def _teacher_trainer(
-    spec: StudySpec, device: str, log: Callable[[str], None]
-) -> Callable[..., Any]:
-    """Train the teacher here, or, for a GPU study, as a Ray task on a GPU worker: a cluster's
-    head node has no GPU, and a CIFAR teacher would take days on its CPUs."""
+def _on_study_device(
+    spec: StudySpec, device: str, work: Callable[..., _T], log: Callable[[str], None]
+) -> Callable[..., _T]:
+    """`work` (teacher training, teacher logits) here, or, for a GPU study, as a Ray task on a
+    GPU worker: a cluster's head node has no GPU, and a CIFAR teacher would take days on its
+    CPUs. A `work` that takes `log` gets this one here and `print` there, since a remote task
+    cannot call back into this process."""
+    takes_log = "log" in inspect.signature(work).parameters
     if spec.gpus_per_trial == 0:
-        return functools.partial(train_teacher, device=device, log=log)
+        return functools.partial(work, device=device, **({"log": log} if takes_log else {}))
     import ray
 
-    remote_train = ray.remote(num_cpus=1, num_gpus=1)(train_teacher)
+    remote = ray.remote(num_cpus=1, num_gpus=1)(work)
 
-    def train(data: Any, model_name: str, recipe: Any, *, seed: int) -> Any:
-        log(f"teacher: training {model_name} for {recipe.epochs} epochs on a GPU worker ...")
-        return ray.get(remote_train.remote(data, model_name, recipe, seed=seed, log=print))
+    def run(*args: Any, **kwargs: Any) -> _T:
+        log(f"{work.__name__}: running on a GPU worker ...")
+        return ray.get(remote.remote(*args, **kwargs, **({"log": print} if takes_log else {})))
 
-    return train
+    return run
 
 
 def _check_writable(folder: Path) -> None:
@@ -249,10 +274,11 @@ def _rows(grid: Any, run_ids: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
+        metrics = {k: v for k, v in result.metrics.items() if k != EPOCH_HISTORY}
         rows.append(
             {
                 **result.config,
-                **result.metrics,
+                **metrics,
                 "trial_id": trial_id,
                 "status": "ERROR" if result.error else "TERMINATED",
                 "error": failure_reason(result.error) if result.error else None,
@@ -335,13 +361,11 @@ def _post_process(
     return table, front
 
 
-def grid_summary(
-    spec: StudySpec, table: pa.Table, metrics: Sequence[str]
-) -> list[dict[str, Any]]:
+def grid_summary(spec: StudySpec, table: pa.Table, metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Mean and std over the seeds of each configuration of a grid study, each labelled by
     what its point sets ("mixup_kd alpha=0.5") in a `config` entry."""
     keys = grid_keys(spec)
-    summary = results.seed_summary(table, keys, metrics)
+    summary = results.seed_summary(table.to_pylist(), keys, metrics)
     for entry in summary:
         entry["config"] = _config_label(entry, keys)
     return summary
@@ -387,7 +411,7 @@ def _reseed_front(
         title=f"\nSeed-averaged front (seeds {list(spec.reseed)}; search_*: the search's own "
               f"seed {spec.seed}):"))  # fmt: skip
     folder = result.study_dir
-    results.write_table(pa.Table.from_pylist(summary), folder / "front_seeds.parquet")
+    results.write_table(results.summary_table(summary), folder / "front_seeds.parquet")
     files = [folder / "front_seeds.parquet"]
     if len(objectives) == 2:
         files.append(plots.labelled_scatter(
@@ -483,9 +507,13 @@ def run_study(
     _init_ray(spec.gpus_per_trial, log)
     teacher = None
     if any(METHODS[m].uses_teacher for m in spec.methods):
+        train = _on_study_device(spec, device, train_teacher, log)
         teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
-                              cache_dir=storage.teacher_cache, log=log,
-                              train=_teacher_trainer(spec, device, log))  # fmt: skip
+                              cache_dir=storage.teacher_cache, log=log, train=train)  # fmt: skip
+    teacher_logits = None
+    if teacher is not None and spec.cache_teacher_logits:
+        compute = _on_study_device(spec, device, train_logits, log)
+        teacher_logits = get_train_logits(teacher, data, log=log, compute=compute)
 
     study = _open_study(spec.name, storage, dataclasses.asdict(spec), resume=resume,
                         tracking_uri=tracking_uri, log=log)  # fmt: skip
@@ -502,11 +530,13 @@ def run_study(
     context = TrialContext(
         data=data,
         teacher=teacher,
+        teacher_logits=teacher_logits,
         student_model=spec.student,
         # "auto": the GPU Ray assigned when CUDA sees it (a logical GPU in tests falls back to CPU)
         device="auto" if spec.gpus_per_trial > 0 else "cpu",
         threads=max(1, int(spec.cpus_per_trial)),
         checkpoint_interval_s=spec.checkpoint_interval_s,
+        report_interval_s=spec.report_interval_s,
     )
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, context=context),

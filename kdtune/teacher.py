@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn as nn
 
-from kdtune import augment, metrics
+from kdtune import augment, metrics, results
 from kdtune.atomic import atomic_path
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
@@ -46,7 +48,8 @@ def recipe_key(data: DatasetBundle, model_name: str, recipe: Recipe, seed: int) 
         "data": data.fingerprint(),
         "model": model_name,
         "seed": seed,
-        "recipe": dataclasses.asdict(recipe),
+        # compiling changes how fast a teacher trains, not what it learns
+        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "compile"},
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -127,6 +130,41 @@ def get_teacher(
             f"test ECE {saved['metrics']['teacher_test_ece']:.4f}; cached at {path}")  # fmt: skip
     return Teacher(model_name, saved["state_dict"], saved["metrics"], saved["reliability"],
                    str(path), cached)  # fmt: skip
+
+
+def train_logits(teacher: Teacher, data: DatasetBundle, *, device: str = "auto") -> torch.Tensor:
+    """The teacher's float32 logits on the un-augmented training split, row i for sample i
+    (CPU), computed as a trial's teacher would (eval mode, bf16 autocast on CUDA)."""
+    data = data.to(resolve_device(device))
+    model = teacher.build(data.num_classes, data.in_shape, data.train.x.device)
+    return predict(model, data.train.x, data.normalize).cpu()
+
+
+def get_train_logits(
+    teacher: Teacher, data: DatasetBundle, *, log: Any = print, compute: Any = train_logits
+) -> torch.Tensor:  # fmt: skip
+    """`train_logits`, cached as Parquet (columns `index` and `logits`) beside the teacher's
+    checkpoint, whose name already ties it to the data and the teacher's recipe."""
+    path = Path(teacher.path).with_suffix(".train_logits.parquet")
+    if path.exists():
+        table = results.read_table(path).sort_by("index")
+        flat = np.asarray(table["logits"].combine_chunks().flatten(), dtype=np.float32)
+        logits = torch.from_numpy(flat.reshape(table.num_rows, -1).copy())
+        if table["index"].to_pylist() != list(range(len(data.train))) or (
+            logits.shape[1] != data.num_classes
+        ):
+            raise ConfigError(f"cache_teacher_logits: {path} does not match the training split; "
+                              "delete it and it is computed again")  # fmt: skip
+        log(f"teacher: loaded training-split logits from {path}")
+        return logits
+    logits = compute(teacher, data)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(logits.numpy().ravel()), logits.shape[1])
+    results.write_table(
+        pa.table({"index": pa.array(np.arange(len(logits), dtype=np.int64)), "logits": column}),
+        path,
+    )
+    log(f"teacher: cached logits of {len(logits)} training samples at {path}")
+    return logits
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from kdtune.teacher import Teacher
 # metrics, then the resumable training state (None when nothing to checkpoint)
 Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 CHECKPOINT_FILE = "state.pt"
+EPOCH_HISTORY = "epoch_history"  # a report's earlier, batched epochs (JSON list of metrics)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class TrialContext:
     device: str = "auto"
     threads: int = 1  # torch intra-op threads, matched to the trial's CPU reservation
     checkpoint_interval_s: float = 0.0  # checkpoint after an epoch once this long has passed
+    report_interval_s: float = 0.0  # send epochs to the driver at most this often (batched)
+    teacher_logits: Tensor | None = None  # the teacher on each training sample, if cached
 
 
 def seed_everything(seed: int) -> None:
@@ -155,7 +158,10 @@ def run_trial(
 
     if method.uses_teacher and teacher_model is None:
         raise ValueError(f"method {trial.method!r} needs a teacher, but the study has none")
-    teacher_fn = frozen(teacher_model) if method.uses_teacher else None
+    teacher_fn = frozen(teacher_model, trial.recipe.compile) if method.uses_teacher else None
+    cached_logits = None
+    if context.teacher_logits is not None and method.uses_teacher:
+        cached_logits = context.teacher_logits.to(device)
     fit(
         student,
         data,
@@ -163,6 +169,7 @@ def run_trial(
         trial.params,
         trial.recipe,
         teacher=teacher_fn,
+        teacher_logits=cached_logits,
         resume=resume,
         on_epoch=on_epoch,
     )
@@ -183,9 +190,18 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
             )
 
     node_id = ray.get_runtime_context().get_node_id()
+    held: list[dict[str, Any]] = []  # epochs not sent yet
+    sent = [time.monotonic()]
 
     def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
         result = {**result, "node_id": node_id}  # where it ran: a cluster is audited by node
+        if state is None and time.monotonic() - sent[0] < context.report_interval_s:
+            held.append(result)
+            return
+        if held:  # the driver logs these to MLflow before `result`, each at its own epoch
+            result[EPOCH_HISTORY] = json.dumps(held)
+            held.clear()
+        sent[0] = time.monotonic()
         if state is None:
             tune.report(result)
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pyarrow as pa
 from scipy import stats
 
 from kdtune import plots, results
@@ -71,10 +70,9 @@ def report(spec: StudySpec, result: StudyResult) -> dict:
         y_label="student test loss (NLL), mean ± std", path=folder / "t_stddev.png",
         title=f"Pearson {correlation['pearson']:+.2f}, Spearman {correlation['spearman']:+.2f}",
     )  # fmt: skip
-    results.write_table(pa.Table.from_pylist(summary), folder / "summary.parquet")
     metrics = {f"t_stddev_{e['augmentation']}": e["t_stddev"] for e in summary}
-    result.publish([figure, folder / "summary.parquet"],
-                   {**metrics, **{f"{k}_t_stddev_vs_test_nll": v for k, v in correlation.items()}})
+    metrics.update({f"{k}_t_stddev_vs_test_nll": v for k, v in correlation.items()})
+    result.publish([figure], metrics, summary=summary)
     return {"summary": summary, **correlation}
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pyarrow as pa
-
 from kdtune import plots, results
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
@@ -50,8 +48,7 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
         title=title.strip().rstrip(":"),
         reference={m: v for m in METRICS[:3] if (v := teacher[f"{m}_mean"]) is not None},
     )  # fmt: skip
-    results.write_table(pa.Table.from_pylist(summary), folder / "summary.parquet")
-    result.publish([figure, folder / "summary.parquet"])
+    result.publish([figure], summary=summary)
     return summary
 
 

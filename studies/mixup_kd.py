@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pyarrow as pa
-
 from kdtune import plots, results
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
@@ -76,8 +74,7 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
         group="method", log_x=True, path=folder / "mixup_kd.png",
         title=f"{spec.dataset}: {spec.teacher} -> {spec.student}, mean ± std over seeds",
     )  # fmt: skip
-    results.write_table(pa.Table.from_pylist(summary), folder / "summary.parquet")
-    result.publish([figure, folder / "summary.parquet"])
+    result.publish([figure], summary=summary)
     return summary
 
 

@@ -41,18 +41,19 @@ VARIANTS = {  # label -> result column
 PROGRESS = ["sd0_exact_error", "hard_es_exact_error"]  # what each trial's progress line shows
 
 
-def _long(rows: list[dict], columns: dict[str, str], key: str) -> pa.Table:
+def _long(rows: list[dict], columns: dict[str, str], key: str) -> list[dict]:
     """One row per (trial, variant): `key` and the variant's value as `error`."""
-    return pa.Table.from_pylist([
-        {"variant": label, key: row[key], "error": row.get(column), "status": row["status"]}
-        for row in rows for label, column in columns.items()
-    ])  # fmt: skip
+    return [{"variant": label, key: row[key], "error": row.get(column), "status": row["status"]}
+            for row in rows for label, column in columns.items()]  # fmt: skip
 
 
-def report(spec: GmmStudySpec, table: pa.Table, folder: Path) -> tuple[list[Path], dict]:
+def report(
+    spec: GmmStudySpec, table: pa.Table, folder: Path
+) -> tuple[list[Path], dict[str, float], list[dict]]:
+    """Prints the tables; returns the figures, the figures of merit and the summary rows."""
     rows = table.to_pylist()
     balanced = [r for r in rows if r["setting"] == "balanced"]
-    by_alpha = results.seed_summary(pa.Table.from_pylist(balanced), ["alpha"],
+    by_alpha = results.seed_summary(balanced, ["alpha"],
                                     list(VARIANTS.values()) + ["hard_es_stages"])  # fmt: skip
     print(results.format_summary(by_alpha, ["alpha"], list(VARIANTS.values()),
                                  title=f"\nTest error by alpha (rho 0.5, theta {spec.theta}, "
@@ -72,7 +73,7 @@ def report(spec: GmmStudySpec, table: pa.Table, folder: Path) -> tuple[list[Path
                    "hard": r.get(f"hard_sd{t}_exact_error"),
                    "soft": r.get(f"soft_sd{t}_exact_error")}
                   for r in imbalanced for t in stages]  # fmt: skip
-    by_stage = results.seed_summary(pa.Table.from_pylist(stage_rows), ["setting", "stage"],
+    by_stage = results.seed_summary(stage_rows, ["setting", "stage"],
                                     ["hard", "soft"])  # fmt: skip
     rho, theta, alpha, _ = spec.imbalance
     print(results.format_summary(by_stage, ["setting", "stage"], ["hard", "soft"],
@@ -95,15 +96,13 @@ def report(spec: GmmStudySpec, table: pa.Table, folder: Path) -> tuple[list[Path
             title=f"Imbalanced classes (rho {rho}): learned vs fixed bias",
         ),
     ]  # fmt: skip
-    summary = pa.Table.from_pylist(by_alpha + by_stage)
-    results.write_table(summary, folder / "summary.parquet")
-    metrics = {"noiseless_max_abs_gap": float(np.max(np.abs(gaps)))}
-    return [*figures, folder / "summary.parquet"], metrics
+    return figures, {"noiseless_max_abs_gap": float(np.max(np.abs(gaps)))}, by_alpha + by_stage
 
 
 def main(argv: list[str] | None = None) -> pa.Table:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
     add("--smoke-test", action="store_true", help="2 small cells and 1 seed (CI)")
     add("--resume", action="store_true", help="continue an interrupted study of the same --name")
@@ -137,8 +136,8 @@ def main(argv: list[str] | None = None) -> pa.Table:
                             progress_metrics=PROGRESS)  # fmt: skip
     except ConfigError as error:
         raise fail(str(error)) from None
-    files, metrics = report(spec, result.table, result.study_dir)
-    result.publish(files, metrics)
+    files, metrics, summary = report(spec, result.table, result.study_dir)
+    result.publish(files, metrics, summary=summary)
     return result.table
 
 

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["step_throughput", "overhead", "scaling"])
+@pytest.mark.parametrize(
+    "name", ["step_throughput", "overhead", "scaling", "epoch_floor", "packing"]
+)
 def test_quick_benchmark_runs_and_records_its_ratio(name, tmp_path):
     env = {**os.environ, "KDTUNE_BENCH_RESULTS": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, env=env,

@@ -63,3 +63,27 @@ def test_pareto_tags_agree_with_pareto_front_of_the_parquet_table(smoke_study):
     assert pq.read_table(result.study_dir / "pareto.parquet").num_rows == expected.sum() >= 1
     methods = {row["method"] for row in table}
     assert methods <= set(spec.methods)
+
+
+def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
+    """With a report interval longer than the trial, Tune hears from it once (the last epoch,
+    which checkpoints) and MLflow still gets every epoch at its own step."""
+    import json
+
+    import studies.temperature_sweep as study
+    from kdtune.config import Recipe
+    from kdtune.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = dataclasses.replace(study.SMOKE, methods=("kd",), num_samples=1, recipe=Recipe(epochs=6),
+                               report_interval_s=1e9, checkpoint_interval_s=1e9,
+                               storage_path=str(tmp_path / "ray"))  # fmt: skip
+    result = run_study(spec, tracking_uri=uri, log=lambda _: None)
+    reports = [json.loads(line) for path in (result.study_dir).glob("tune_trainable_*/result.json")
+               for line in path.read_text().splitlines()]  # fmt: skip
+    assert [r["epoch"] for r in reports] == [6]
+    assert [m["epoch"] for m in json.loads(reports[0]["epoch_history"])] == [1, 2, 3, 4, 5]
+    run_id = result.table.column("mlflow_run_id")[0].as_py()
+    history = MlflowClient(uri).get_metric_history(run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+    assert "epoch_history" not in result.table.column_names
