@@ -87,3 +87,12 @@ def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
     history = MlflowClient(uri).get_metric_history(run_id, "val_acc")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
     assert "epoch_history" not in result.table.column_names
+
+
+def test_trials_reuse_worker_processes(smoke_study):
+    """reuse_actors: with more trials than run at once, a later trial runs in the process of an
+    earlier one (no new Python, torch import or CUDA context per trial)."""
+    spec, result, _ = smoke_study
+    pids = result.table.column("pid").to_pylist()
+    assert spec.num_samples > spec.max_concurrent_trials
+    assert len(set(pids)) <= spec.max_concurrent_trials < len(pids)

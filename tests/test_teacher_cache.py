@@ -10,7 +10,7 @@ import torch
 
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import Split
-from kdtune.engine import TeacherCacheError, fit, frozen
+from kdtune.engine import TeacherCacheError, fit, frozen, predict
 from kdtune.methods import METHODS
 from kdtune.models import build_model
 from kdtune.teacher import get_teacher, get_train_logits, train_logits
@@ -124,3 +124,31 @@ def test_compiled_training_matches_eager(digits):
     compiled = _train(digits, "ce", Recipe(epochs=1, augment=False, compile=True))
     for name, value in eager.state_dict().items():
         torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fast_path_trains_as_well_as_the_cpu_loop(digits, teacher):
+    """bf16 autocast, channels_last and the fused optimiser on CUDA: the same recipe learns as
+    well as on CPU, and cached logits computed on the GPU serve a GPU training."""
+    cuda = torch.device("cuda")
+    on_gpu = digits.to(cuda)
+    model = teacher.build(digits.num_classes, digits.in_shape, cuda)
+    recipe = Recipe(epochs=5, augment=False)
+    on_cpu = teacher.build(digits.num_classes, digits.in_shape, torch.device("cpu"))
+    accuracy = {}
+    for name, data, kwargs in (
+        ("cpu", digits, {"teacher": frozen(on_cpu)}),
+        ("cuda", on_gpu, {"teacher": frozen(model)}),
+        ("cuda_cached", on_gpu, {"teacher_logits": train_logits(teacher, digits).to(cuda)}),
+    ):
+        student = _student(digits).to(data.train.x.device)
+        torch.manual_seed(1)
+        fit(student, data, METHODS["kd"], METHODS["kd"].defaults, recipe, **kwargs)
+        logits = predict(student, data.test.x, data.normalize)
+        accuracy[name] = (logits.argmax(1) == data.test.y).float().mean().item()
+    convolutions = [p for p in model.parameters() if p.dim() == 4]
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last)
+                                for p in convolutions)  # fmt: skip
+    assert accuracy["cuda"] == pytest.approx(accuracy["cpu"], abs=0.03)
+    assert accuracy["cuda_cached"] == pytest.approx(accuracy["cpu"], abs=0.03)
