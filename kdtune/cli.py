@@ -52,6 +52,8 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
+    from kdtune.methods import METHODS  # torch: only for the study scripts, which train anyway
+
     r, t = spec.recipe, spec.teacher_recipe
     add = parser.add_argument
     add(
@@ -74,8 +76,7 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
         "--methods",
         "--method",
         default=",".join(spec.methods),
-        help="comma-separated methods: ce, kd, lskd, dkd, mixup_kd, cutmix_kd, cutmixpick_kd, "
-        "crld, topkd (%(default)s)",
+        help=f"comma-separated methods: {', '.join(METHODS)} (%(default)s)",
     )
     add(
         "--objectives",
