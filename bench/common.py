@@ -48,5 +48,10 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def synthetic_cifar(images: int) -> DatasetBundle:
     """Random CIFAR-100-shaped data with `images` training images (CPU)."""
     # the splits are stratified over 100 classes, hence the minimum size; 80% of it is train
-    data = load_synthetic(seed=0, size=max(2000, int(images / 0.8)))
+    return warm_up_split(load_synthetic(seed=0, size=max(2000, int(images / 0.8))), images)
+
+
+def warm_up_split(data: DatasetBundle, images: int = 128) -> DatasetBundle:
+    """The first images of the training split: enough steps for kernel selection, allocator
+    growth and compilation before the clock starts."""
     return dataclasses.replace(data, train=Split(data.train.x[:images], data.train.y[:images]))

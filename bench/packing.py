@@ -16,7 +16,7 @@ import time
 import ray
 import torch
 
-from bench.common import synthetic_cifar, table, write_result
+from bench.common import synthetic_cifar, table, warm_up_split, write_result
 from kdtune.config import Recipe
 from kdtune.data import DatasetBundle
 from kdtune.engine import fit, frozen, resolve_device
@@ -49,17 +49,17 @@ def packed_trial(
     student = build_model(student_name, data.num_classes, data.in_shape).to(device)
     method = METHODS["kd"]
 
-    def train(epochs: int) -> None:
+    def train(data: DatasetBundle, epochs: int) -> None:
         fit(student, data, method, method.defaults, Recipe(epochs=epochs), teacher=teacher)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    train(1)
+    train(warm_up_split(data), 1)
     ray.get(barrier.arrive.remote())
     while not ray.get(barrier.open.remote()):
         time.sleep(0.01)
     start = time.time()
-    train(epochs)
+    train(data, epochs)
     return start, time.time(), epochs * (len(data.train) // 64 * 64)
 
 

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="CPU-sized: small models, 1 epoch of 1,600 images"
+        "--quick", action="store_true", help="CPU-sized: small models, 1 epoch of 960 images"
     )
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.teacher, args.student, args.images = "resnet20", "resnet8x4", 1600
+        args.teacher, args.student, args.images = "resnet20", "resnet8x4", 960
     device = resolve_device("auto")
     data = synthetic_cifar(args.images)
     rates = {}
