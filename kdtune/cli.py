@@ -54,6 +54,7 @@ def int_list(text: str) -> tuple[int, ...]:
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
     from kdtune.methods import METHODS  # torch: only for the study scripts, which train anyway
 
+    cacheable = [name for name, method in METHODS.items() if method.teacher_cacheable]
     r, t = spec.recipe, spec.teacher_recipe
     add = parser.add_argument
     add(
@@ -119,8 +120,8 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
         "--cache-teacher-logits",
         action="store_true",
         default=spec.cache_teacher_logits,
-        help="compute the teacher's training-split logits once instead of every step "
-        "(needs --no-augment and kd, lskd, dkd, topkd or ce)",
+        help="compute the teacher's training-split logits once instead of every step (needs "
+        f"--no-augment and methods among ce, {', '.join(cacheable)})",
     )
     add("--seed", type=int, default=spec.seed, help="seeds data split, teacher, trials, sampler")
     if spec.grid:
