@@ -29,6 +29,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["--dataset", "cifar10", "--data-root", "."], "pass --download"),
         (["--temperature", "2"], "unrecognized arguments"),
         (["--gpus-per-trial", "1"], "gpus_per_trial: 1.0 asked, but this machine has no CUDA GPU"),
+        (["--cache-teacher-logits", "--methods", "kd"], "cache_teacher_logits: random crop/flip"),
     ],
 )
 def test_study_script_rejects_bad_flags(flags, field, tmp_path):
