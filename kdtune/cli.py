@@ -52,9 +52,9 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
-    from kdtune.methods import METHODS  # torch: only for the study scripts, which train anyway
+    # torch: only for the study scripts, which train anyway
+    from kdtune.methods import METHODS, cacheable_methods
 
-    cacheable = [name for name, method in METHODS.items() if method.teacher_cacheable]
     r, t = spec.recipe, spec.teacher_recipe
     add = parser.add_argument
     add(
@@ -121,7 +121,7 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
         action="store_true",
         default=spec.cache_teacher_logits,
         help="compute the teacher's training-split logits once instead of every step (needs "
-        f"--no-augment and methods among ce, {', '.join(cacheable)})",
+        f"--no-augment and methods among {', '.join(cacheable_methods())})",
     )
     add("--seed", type=int, default=spec.seed, help="seeds data split, teacher, trials, sampler")
     if spec.grid:

@@ -245,6 +245,12 @@ METHODS: dict[str, Method] = {
 }  # fmt: skip
 
 
+def cacheable_methods() -> list[str]:
+    """The methods that can train on cached teacher logits: those that ask the teacher about the
+    batch alone, and those without a teacher."""
+    return [name for name, m in METHODS.items() if m.teacher_cacheable or not m.uses_teacher]
+
+
 def method_defaults() -> dict[str, dict[str, float | str]]:
     """The hyperparameter table `TrialConfig.from_dict` validates against."""
     return {name: dict(method.defaults) for name, method in METHODS.items()}

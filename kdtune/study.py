@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from kdtune.callback import TrackingCallback, failure_reason
 from kdtune.config import ConfigError, StudySpec, TrialConfig
 from kdtune.data import DATASETS, DatasetBundle, load_dataset
 from kdtune.engine import resolve_device
-from kdtune.methods import METHODS, method_defaults
+from kdtune.methods import METHODS, cacheable_methods, method_defaults
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
 from kdtune.pareto import hypervolume_2d, pareto_front
@@ -123,12 +122,11 @@ def _check_teacher_cache(spec: StudySpec) -> None:
         raise ConfigError("cache_teacher_logits: random crop/flip gives the teacher new inputs "
                           "every epoch; set recipe.augment = false (--no-augment) or turn the "
                           "cache off")  # fmt: skip
-    cacheable = sorted(name for name, method in METHODS.items() if method.teacher_cacheable)
     for name in spec.methods:
-        if METHODS[name].uses_teacher and not METHODS[name].teacher_cacheable:
+        if name not in cacheable_methods():
             raise ConfigError(f"cache_teacher_logits: method {name!r} queries the teacher on "
                               f"mixed or augmented inputs that no cache holds; the cache works "
-                              f"with {cacheable} (and ce)")  # fmt: skip
+                              f"with {', '.join(cacheable_methods())}")  # fmt: skip
 
 
 def validate_spec(spec: StudySpec) -> None:
@@ -199,20 +197,19 @@ def _init_ray(gpus_per_trial: float, log: Callable[[str], None]) -> None:
 def _on_study_device(
     spec: StudySpec, device: str, work: Callable[..., _T], log: Callable[[str], None]
 ) -> Callable[..., _T]:
-    """`work` (teacher training, teacher logits) here, or, for a GPU study, as a Ray task on a
-    GPU worker: a cluster's head node has no GPU, and a CIFAR teacher would take days on its
-    CPUs. A `work` that takes `log` gets this one here and `print` there, since a remote task
-    cannot call back into this process."""
-    takes_log = "log" in inspect.signature(work).parameters
+    """`work` (teacher training, teacher logits; each takes `device` and `log`) here, or, for a
+    GPU study, as a Ray task on a GPU worker: a cluster's head node has no GPU, and a CIFAR
+    teacher would take days on its CPUs. A remote task cannot call back into this process's
+    `log`, so there it prints."""
     if spec.gpus_per_trial == 0:
-        return functools.partial(work, device=device, **({"log": log} if takes_log else {}))
+        return functools.partial(work, device=device, log=log)
     import ray
 
     remote = ray.remote(num_cpus=1, num_gpus=1)(work)
 
     def run(*args: Any, **kwargs: Any) -> _T:
         log(f"{work.__name__}: running on a GPU worker ...")
-        return ray.get(remote.remote(*args, **kwargs, **({"log": print} if takes_log else {})))
+        return ray.get(remote.remote(*args, **kwargs, log=print))
 
     return run
 

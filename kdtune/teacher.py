@@ -132,12 +132,15 @@ def get_teacher(
                    str(path), cached)  # fmt: skip
 
 
-def train_logits(teacher: Teacher, data: DatasetBundle, *, device: str = "auto") -> torch.Tensor:
+def train_logits(
+    teacher: Teacher, data: DatasetBundle, *, device: str = "auto", log: Any = print
+) -> torch.Tensor:  # fmt: skip
     """The teacher's float32 logits on the un-augmented training split, row i for sample i
     (CPU), computed as a trial's teacher would (eval mode, bf16 autocast on CUDA)."""
-    data = data.to(resolve_device(device))
-    model = teacher.build(data.num_classes, data.in_shape, data.train.x.device)
-    return predict(model, data.train.x, data.normalize).cpu()
+    target = resolve_device(device)
+    log(f"teacher: computing logits of {len(data.train)} training samples on {target} ...")
+    model = teacher.build(data.num_classes, data.in_shape, target)
+    return predict(model, data.train.x.to(target), data.normalize).cpu()
 
 
 def get_train_logits(
