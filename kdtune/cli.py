@@ -1,4 +1,5 @@
-"""Command line: `kdtune run|pareto|ui` and the flags every study script shares. No logic here.
+"""Command line: `kdtune run|pareto|methods|ui` and the flags every study script shares.
+No logic here.
 
 Bad input exits with status 2 and one line naming the field, before Ray starts.
 """
@@ -10,10 +11,12 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdtune.config import ConfigError, StudySpec
+from kdtune.hparams import format_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,162 +54,186 @@ def int_list(text: str) -> tuple[int, ...]:
     return _number_list(int, text)
 
 
-def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec) -> None:
-    # torch: only for the study scripts, which train anyway
-    from kdtune.methods import METHODS, cacheable_methods
+@dataclass(frozen=True)
+class Flag:
+    """A study flag that sets one spec field (`target`, "recipe.lr" for a recipe's) when given."""
 
-    r, t = spec.recipe, spec.teacher_recipe
+    flag: str
+    target: str
+    kind: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+FLAGS = (
+    Flag("--name", "name", str, "study name: MLflow experiment and results folder"),
+    Flag("--dataset", "dataset", str, "digits (embedded), cifar10, cifar100"),
+    Flag("--data-root", "data_root", str, "folder holding the CIFAR files"),
+    Flag("--teacher", "teacher", str, "teacher model"),
+    Flag("--student", "student", str, "student model"),
+    Flag("--objectives", "objectives", _objectives, "comma-separated METRIC:max|min"),
+    Flag("--num-samples", "num_samples", int, "trials of a search"),
+    Flag("--max-concurrent-trials", "max_concurrent_trials", int, "trials running at once"),
+    Flag("--cpus-per-trial", "cpus_per_trial", float, "CPUs each trial holds"),
+    Flag("--gpus-per-trial", "gpus_per_trial", float,
+         "GPUs per trial; fractions pack trials on a GPU, e.g. 0.25"),
+    Flag("--epochs", "recipe.epochs", int, "student epochs"),
+    Flag("--teacher-epochs", "teacher_recipe.epochs", int, "teacher epochs"),
+    Flag("--batch-size", "recipe.batch_size", int, "student batch size"),
+    Flag("--lr", "recipe.lr", float, "student peak learning rate"),
+    Flag("--precision", "recipe.precision", str,
+         "networks in bf16 autocast or fp32; auto = bf16 on CUDA", ("auto", "fp32", "bf16")),
+    Flag("--seed", "seed", int, "seeds the data split, the teacher, the trials and the sampler"),
+    Flag("--storage", "storage_path", str, "Ray results, checkpoints, cached teachers"),
+)  # fmt: skip
+
+
+def _spec_value(spec: StudySpec, target: str) -> Any:
+    value: Any = spec
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _default_text(spec: StudySpec, smoke: StudySpec, target: str) -> str:
+    full, small = _spec_value(spec, target), _spec_value(smoke, target)
+    shown = ",".join(f"{m}:{d}" for m, d in full) if target == "objectives" else format_value(full)
+    return f"default {shown}" + ("" if small == full else f"; {format_value(small)} with "
+                                 "--smoke-test")  # fmt: skip
+
+
+def _hparam_values(text: str) -> dict[str, Any]:
+    """'temperature=4,pick=t_ent,topk_scale=true' -> {"temperature": 4, ...}; each value is
+    checked against its declaration when the spec is validated."""
+    values: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"{item!r}: write NAME=VALUE, e.g. temperature=4")
+        values[name.strip()] = _literal(raw.strip())
+    return values
+
+
+def _literal(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _search_ranges(text: str) -> dict[str, tuple[float, float]]:
+    """'temperature=1:8,lskd.w_kd=2:10' -> {"temperature": (1.0, 8.0), "lskd.w_kd": (2.0, 10.0)}."""
+    ranges = {}
+    for name, bounds in _hparam_values(text).items():
+        low, sep, high = str(bounds).partition(":")
+        try:
+            ranges[name] = (float(low), float(high))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}={bounds}: write NAME=LOW:HIGH, e.g. temperature=1:8") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{name}={bounds}: write NAME=LOW:HIGH")
+    return ranges
+
+
+def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: StudySpec) -> None:
+    """Every flag defaults to "not given" (None): a flag that is given wins over the study's
+    values and the smoke test's alike; the help shows what applies when it is not."""
+    from kdtune.methods import METHODS, cacheable_methods
+    from kdtune.models import MODELS
+
     add = parser.add_argument
-    add(
-        "--smoke-test", action="store_true", help="a few seconds of training, 2 trials (used by CI)"
-    )
+    add("--smoke-test", action="store_true", help="a few seconds of training, 2 trials (CI)")
     add("--resume", action="store_true", help="continue an interrupted study of the same --name")
-    add(
-        "--name",
-        default=spec.name,
-        help="study name: MLflow experiment and results folder (%(default)s)",
-    )
-    add(
-        "--dataset", default=spec.dataset, help="digits (embedded), cifar10, cifar100 (%(default)s)"
-    )
-    add("--data-root", default=spec.data_root, help="folder holding CIFAR files (%(default)s)")
-    add("--download", action="store_true", help="download CIFAR into --data-root (needs internet)")
-    add("--teacher", default=spec.teacher, help="teacher model (%(default)s)")
-    add("--student", default=spec.student, help="student model (%(default)s)")
-    add(
-        "--methods",
-        "--method",
-        default=",".join(spec.methods),
-        help=f"comma-separated methods: {', '.join(METHODS)} (%(default)s)",
-    )
-    add(
-        "--objectives",
-        type=_objectives,
-        default=spec.objectives,
-        help="comma-separated METRIC:max|min (default val_acc:max,val_ece:min)",
-    )
-    add("--num-samples", type=int, default=spec.num_samples, help="trials (%(default)s)")
-    add(
-        "--max-concurrent-trials",
-        type=int,
-        default=spec.max_concurrent_trials,
-        help="trials running at once (%(default)s)",
-    )
-    add("--cpus-per-trial", type=float, default=spec.cpus_per_trial, help="(%(default)s)")
-    add(
-        "--gpus-per-trial",
-        type=float,
-        default=spec.gpus_per_trial,
-        help="GPUs per trial, fractions pack trials on a GPU, e.g. 0.25 (%(default)s)",
-    )
-    add("--epochs", type=int, default=r.epochs, help="student epochs (%(default)s)")
-    add("--teacher-epochs", type=int, default=t.epochs, help="teacher epochs (%(default)s)")
-    add("--batch-size", type=int, default=r.batch_size, help="(%(default)s)")
-    add("--lr", type=float, default=r.lr, help="student peak learning rate (%(default)s)")
-    add(
-        "--compile",
-        action="store_true",
-        default=r.compile,
-        help="torch.compile teacher and student networks (pays off on GPUs for long trainings)",
-    )
-    add(
-        "--no-augment",
-        dest="augment",
-        action="store_false",
-        default=r.augment,
-        help="train students without the dataset's random crop/flip",
-    )
-    add(
-        "--cache-teacher-logits",
-        action="store_true",
-        default=spec.cache_teacher_logits,
+    for flag in FLAGS:
+        extra = f"; one of {', '.join(MODELS)}" if flag.dest in ("teacher", "student") else ""
+        add(flag.flag, type=flag.kind, default=None, choices=flag.choices,
+            help=f"{flag.help}{extra} ({_default_text(spec, smoke, flag.target)})")  # fmt: skip
+    add("--download", action="store_true", default=None,
+        help="download CIFAR into --data-root (needs internet)")
+    add("--methods", "--method", default=None,
+        help=f"comma-separated methods among {', '.join(METHODS)}; `kdtune methods` describes "
+             f"them (default {','.join(spec.methods)})")
+    names = dict.fromkeys(h.name for m in spec.methods if m in METHODS for h in METHODS[m].hparams)
+    add("--fixed", type=_hparam_values, default=None, metavar="NAME=VALUE,...",
+        help="hold hyperparameters at these values, e.g. w_ce=0,dkd.w_nckd=6 (a METHOD. prefix "
+             f"scopes one to a method); this study's: {', '.join(names) or 'none'} (`kdtune "
+             "methods METHOD` says what each means)")
+    add("--search", type=_search_ranges, default=None, metavar="NAME=LOW:HIGH,...",
+        help="search these hyperparameters over these ranges instead of their declared ones, "
+             "e.g. temperature=1:8")
+    add("--compile", action="store_true", default=None,
+        help="torch.compile teacher and student networks (pays off on GPUs for long trainings)")
+    add("--no-augment", dest="augment", action="store_false", default=None,
+        help="train students without the dataset's random crop/flip")
+    add("--cache-teacher-logits", action="store_true", default=None,
         help="compute the teacher's training-split logits once instead of every step (needs "
-        f"--no-augment and methods among {', '.join(cacheable_methods())})",
-    )
-    add("--seed", type=int, default=spec.seed, help="seeds data split, teacher, trials, sampler")
+             f"--no-augment and methods among {', '.join(cacheable_methods())})")
     if spec.grid:
-        add("--seeds", type=int_list, default=spec.trial_seeds,
+        add("--seeds", type=int_list, default=None,
             help="comma-separated trial seeds: every configuration runs once per seed "
-                 "(default %(default)s)")  # fmt: skip
+                 f"(default {format_value(spec.trial_seeds)}; {format_value(smoke.trial_seeds)} "
+                 "with --smoke-test)")
     else:
-        add("--reseed", type=int_list, default=spec.reseed,
+        add("--reseed", type=int_list, default=None,
             help="comma-separated seeds: after the search, re-run the Pareto configurations "
-                 "with them; the front of their seed means is reported (%(default)s)")  # fmt: skip
-    add(
-        "--storage",
-        default=spec.storage_path,
-        help="Ray results, checkpoints, teachers (%(default)s)",
-    )
-    add(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-        "or sqlite mlflow.db in the working folder)",
-    )
+                 "with them; the front of their seed means is reported (default "
+                 f"{format_value(spec.reseed) or 'none'})")
+    add("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+        "or sqlite mlflow.db in the working folder)")  # fmt: skip
+
+
+def _picked_methods(args: argparse.Namespace, base: StudySpec) -> dict[str, Any]:
+    """--methods, and for a grid study the points of those methods and --seeds."""
+    given = None
+    if args.methods is not None:
+        given = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not base.grid:
+        changes: dict[str, Any] = {} if given is None else {"methods": given}
+        return changes | ({} if args.reseed is None else {"reseed": tuple(args.reseed)})
+    in_grid = list(dict.fromkeys(str(p["method"]) for p in base.grid))
+    methods = given if given is not None else tuple(in_grid)
+    for method in methods:
+        if method not in in_grid:
+            raise ConfigError(f"methods: this study has no configuration of {method!r}; "
+                              f"choose among {in_grid}")  # fmt: skip
+    seeds = base.seeds if args.seeds is None else tuple(args.seeds)
+    return {"methods": methods, "grid": tuple(p for p in base.grid if p["method"] in methods),
+            "seeds": seeds}  # fmt: skip
 
 
 def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) -> StudySpec:
-    """Flags override the study's spec; --smoke-test starts from its smoke spec instead."""
+    """The study's spec (its smoke spec with --smoke-test), with every flag given applied."""
     base = smoke if args.smoke_test else spec
-    parser_defaults = {
-        "epochs": spec.recipe.epochs,
-        "teacher_epochs": spec.teacher_recipe.epochs,
-        "num_samples": spec.num_samples,
-    }
-
-    def chosen(name: str, smoke_value: Any) -> Any:
-        value = getattr(args, name)
-        # With --smoke-test, a flag left at the full study's default takes the smoke value.
-        return smoke_value if args.smoke_test and value == parser_defaults.get(name) else value
-
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    repeats: dict[str, Any] = {}
-    if base.grid:  # --methods picks among the grid's points, --seeds sets the repeats
-        in_grid = list(dict.fromkeys(str(p["method"]) for p in base.grid))
-        if args.methods == ",".join(spec.methods):
-            methods = tuple(in_grid)
-        for method in methods:
-            if method not in in_grid:
-                raise ConfigError(f"methods: this study has no configuration of {method!r}; "
-                                  f"choose among {in_grid}")  # fmt: skip
-        seeds = base.seeds if args.smoke_test and args.seeds == spec.trial_seeds else args.seeds
-        repeats = {"grid": tuple(p for p in base.grid if p["method"] in methods),
-                        "seeds": tuple(seeds)}  # fmt: skip
-    else:
-        reseed = base.reseed if args.smoke_test and args.reseed == spec.reseed else args.reseed
-        repeats = {"reseed": tuple(reseed)}
-    return dataclasses.replace(
-        base,
-        **repeats,
-        name=args.name,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        teacher=args.teacher,
-        student=args.student,
-        methods=methods,
-        objectives=args.objectives,
-        num_samples=chosen("num_samples", smoke.num_samples),
-        max_concurrent_trials=args.max_concurrent_trials,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        seed=args.seed,
-        storage_path=args.storage,
-        cache_teacher_logits=args.cache_teacher_logits,
-        recipe=dataclasses.replace(
-            base.recipe,
-            epochs=chosen("epochs", smoke.recipe.epochs),
-            batch_size=args.batch_size,
-            lr=args.lr,
-            augment=args.augment,
-            compile=args.compile,
-        ),
-        teacher_recipe=dataclasses.replace(
-            base.teacher_recipe,
-            epochs=chosen("teacher_epochs", smoke.teacher_recipe.epochs),
-            compile=args.compile,
-        ),
-    )
+    changes: dict[str, Any] = _picked_methods(args, base)
+    recipes: dict[str, dict[str, Any]] = {"recipe": {}, "teacher_recipe": {}}
+    for flag in FLAGS:
+        value = getattr(args, flag.dest)
+        if value is not None:
+            where, _, field = flag.target.rpartition(".")
+            (recipes[where] if where else changes)[field] = value
+    if args.compile:
+        recipes["recipe"]["compile"] = recipes["teacher_recipe"]["compile"] = True
+    if args.augment is not None:
+        recipes["recipe"]["augment"] = args.augment
+    for name in ("download", "cache_teacher_logits"):
+        if getattr(args, name):
+            changes[name] = True
+    if args.fixed is not None:
+        changes["fixed"] = {**base.fixed, **args.fixed}
+    if args.search is not None:
+        changes["search"] = {**base.search, **args.search}
+    for name, values in recipes.items():
+        changes[name] = dataclasses.replace(getattr(base, name), **values)
+    return dataclasses.replace(base, **changes)
 
 
 def fail(message: str) -> SystemExit:
@@ -224,7 +251,7 @@ def run_study_script(
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_study_flags(parser, spec)
+    add_study_flags(parser, spec, smoke)
     args = parser.parse_args(argv)
     try:
         study_spec = spec_from_args(args, spec, smoke)
@@ -252,8 +279,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _pareto(args: argparse.Namespace) -> None:
     from kdtune import results
-    from kdtune.methods import METHODS
-    from kdtune.study import summary_columns
+    from kdtune.methods import declarations
+    from kdtune.outcome import format_tables
 
     path = Path(args.results)
     if path.is_dir():
@@ -261,10 +288,61 @@ def _pareto(args: argparse.Namespace) -> None:
     if not path.exists():
         raise fail(f"results: no file {str(path)!r}; give a study folder or its results.parquet")
     table = results.read_table(path)
-    columns = summary_columns([m for m in METHODS if m in set(table["method"].to_pylist())])
-    print(results.format_table(table, columns, title=f"All trials ({table.num_rows}):"))
     front = table.filter(table["pareto"])
-    print(results.format_table(front, columns, title=f"\nPareto front ({front.num_rows}):"))
+    print(format_tables(table, front, declarations(), front_title="Pareto front").lstrip("\n"))
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
+                     for line in lines)  # fmt: skip
+
+
+def methods_markdown() -> str:
+    """The README's method and hyperparameter tables, from the declarations alone."""
+    from kdtune.hparams import by_name
+    from kdtune.methods import METHODS, declarations
+
+    def settings(method: Any) -> str:
+        return ", ".join(f"{h.name} {format_value(h.default)}"
+                         + (f" (searched {h.search_text()})" if h.searched else "")
+                         for h in method.hparams) or "-"  # fmt: skip
+
+    methods = _markdown(["key", "what one training step does", "hyperparameters: default "
+                         "(default search range)", "source"],
+                        [[f"`{name}`", m.summary, settings(m), m.reference]
+                         for name, m in METHODS.items()])  # fmt: skip
+    names = _markdown(["name", "type", "valid values", "meaning"],
+                      [[f"`{name}`", uses[0][1].kind.__name__, uses[0][1].valid_text(),
+                        uses[0][1].meaning] for name, uses in by_name(declarations()).items()])
+    return f"{methods}\n\n{names}"
+
+
+def _methods(args: argparse.Namespace) -> None:
+    from kdtune.methods import METHODS
+
+    if args.markdown:
+        print(methods_markdown())
+        return
+    if args.method is None:
+        for name, method in METHODS.items():
+            print(f"{name:14} {method.summary}\n{'':14} ({method.reference})")
+        print("\n`kdtune methods METHOD` lists a method's hyperparameters.")
+        return
+    if args.method not in METHODS:
+        raise fail(f"method: unknown {args.method!r}; choose one of {sorted(METHODS)}")
+    method = METHODS[args.method]
+    print(f"{args.method}: {method.summary}\nsource: {method.reference}\n")
+    rows = [["name", "type", "default", "valid", "searched over"]]
+    rows += [[h.name, h.kind.__name__, format_value(h.default), h.valid_text(), h.search_text()]
+             for h in method.hparams]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row, hparam in zip(rows, [None, *method.hparams]):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if hparam is not None:
+            print(f"    {hparam.meaning} (default: {hparam.source})")
+    if not method.hparams:
+        print("(no hyperparameters)")
 
 
 def _ui(args: argparse.Namespace) -> None:
@@ -291,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     pareto = commands.add_parser("pareto", help="print the trials and Pareto front of a study")
     pareto.add_argument("results", help="a study folder (ray_results/NAME) or its results.parquet")
     pareto.set_defaults(handler=_pareto)
+    methods = commands.add_parser("methods", help="the methods and their hyperparameters")
+    methods.add_argument("method", nargs="?", help="one method: its hyperparameters in full")
+    methods.add_argument("--markdown", action="store_true", help="the README's tables")
+    methods.set_defaults(handler=_methods)
     ui = commands.add_parser(
         "ui", help="open the MLflow UI on this folder's store (127.0.0.1 only)"
     )

@@ -13,7 +13,10 @@ import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kdtune.hparams import Declarations
 
 
 class ConfigError(ValueError):
@@ -23,42 +26,31 @@ class ConfigError(ValueError):
 def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+    return ConfigError(f"{where}: unknown key {_shown(key)}{hint}")
 
 
-# Range rules by parameter name, shared by recipes, method hyperparameters and search bounds.
-# The few hyperparameters that are names, not numbers. `augmentation` names the entries of
-# kdtune.augment.AUGMENTATIONS (a test keeps the two lists equal; this module imports no torch).
-CHOICES = {
-    "pick": ("s_ent", "t_ent"),
-    "augmentation": ("identity", "flip", "crop_flip", "cutout", "mixup", "cutmix", "cutmixpick"),
-}
-SWITCHES = ("logit_standardize", "topk_scale")  # 0 = off, 1 = on
-
-
-def check_param(name: str, value: Any) -> None:
-    if name in CHOICES:
-        if value not in CHOICES[name]:
-            raise ConfigError(f"{name}: must be one of {list(CHOICES[name])}, got {value!r}")
-        return
+def _check_number(name: str, value: Any, *, positive: bool = False, whole: bool = False) -> None:
+    """A recipe or spec number: finite, >= 0 (> 0 if `positive`), whole if `whole`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-    whole = value == int(value)
-    rules = [
-        ((name.endswith("temperature") or name == "lr") and value <= 0, "must be > 0"),
-        (name == "alpha" and value < 0, "(mixup alpha) must be >= 0"),
-        (name.startswith(("w_", "topk_")) and value < 0, "must be >= 0"),
-        (name == "weight_decay" and value < 0, "must be >= 0"),
-        (name.startswith("tau") and not 0 <= value <= 1, "is a probability: must lie in [0, 1]"),
-        (name == "partial" and not 0 <= value <= 1, "is a fraction: must lie in [0, 1]"),
-        (name in ("epochs", "batch_size", "k") and (value < 1 or not whole),
-         "must be a whole number >= 1"),
-        (name == "warmup" and (value < 0 or not whole), "(epochs) must be a whole number >= 0"),
-        (name in SWITCHES and value not in (0, 1), "is a switch: must be 0 or 1"),
-    ]  # fmt: skip
-    for broken, rule in rules:
-        if broken:
-            raise ConfigError(f"{name}: {rule}, got {value!r}")
+    if whole and (value != int(value) or value < 1):
+        raise ConfigError(f"{name}: must be a whole number >= 1, got {value!r}")
+    if (positive and value <= 0) or value < 0:
+        raise ConfigError(f"{name}: must be {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name}: must be one of {list(options)}, got {value!r}")
+
+
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr of user input, cut short: an error line must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -77,17 +69,25 @@ class Recipe:
     # torch.compile the networks (worth it on GPUs for long trainings: the first epoch pays the
     # compilation, later trials on the node reuse inductor's on-disk cache)
     compile: bool = False
+    # The fast path's three switches; "auto" turns each on where it pays (CUDA) and off elsewhere.
+    # Each runs on CPU too, which is how the tests exercise the GPU's code paths.
+    precision: str = "auto"  # "bf16": networks under bf16 autocast; "fp32"; losses stay fp32
+    channels_last: str = "auto"  # "on": NHWC weights, what tensor-core convolutions want
+    fused_optimizer: str = "auto"  # "on": one kernel updates every parameter
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "lr", "weight_decay"):
-            check_param(name, getattr(self, name))
+        for name in ("epochs", "batch_size"):
+            _check_number(name, getattr(self, name), whole=True)
+        _check_number("lr", self.lr, positive=True)
+        _check_number("weight_decay", self.weight_decay)
         for name in ("augment", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer: must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step"):
-            raise ConfigError(f"schedule: must be 'cosine' or 'step', got {self.schedule!r}")
+        _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _check_choice("schedule", self.schedule, ("cosine", "step"))
+        _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        _check_choice("channels_last", self.channels_last, AUTO_ON_OFF)
+        _check_choice("fused_optimizer", self.fused_optimizer, AUTO_ON_OFF)
 
 
 RECIPE_KEYS = [f.name for f in fields(Recipe)]
@@ -95,47 +95,43 @@ RECIPE_KEYS = [f.name for f in fields(Recipe)]
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """One trial: a method, its hyperparameters, the training recipe and the seed."""
+    """One trial, resolved: a method with every hyperparameter it declares (typed by its
+    declaration), the training recipe and the seed."""
 
     method: str
-    params: Mapping[str, float | str]
+    params: Mapping[str, Any]
     recipe: Recipe
     seed: int = 0
 
     @classmethod
-    def from_dict(
-        cls, raw: Mapping[str, Any], method_defaults: Mapping[str, Mapping[str, float | str]]
-    ) -> TrialConfig:
-        """Parse a flat trial dict (what Ray Tune hands a trial); missing params take defaults."""
+    def from_dict(cls, raw: Mapping[str, Any], declarations: Declarations) -> TrialConfig:
+        """Parse a flat trial dict (what Ray Tune hands a trial); missing hyperparameters take
+        their method's defaults. `declarations`: method -> its hyperparameter declarations."""
         method = raw.get("method")
-        if method not in method_defaults:
-            raise ConfigError(
-                f"method: unknown {method!r}; choose one of {sorted(method_defaults)}"
-            )
-        defaults = method_defaults[method]
-        params = dict(defaults)
+        if method not in declarations:
+            raise ConfigError(f"method: unknown {method!r}; choose one of {sorted(declarations)}")
+        hparams = {h.name: h for h in declarations[method]}
+        params = {name: h.default for name, h in hparams.items()}
         recipe_values: dict[str, Any] = {}
         for key, value in raw.items():
             if key in ("method", "seed"):
                 continue
             if key in RECIPE_KEYS:
                 recipe_values[key] = value
-            elif key in defaults:
-                check_param(key, value)
-                params[key] = value if key in CHOICES else float(value)
+            elif key in hparams:
+                params[key] = hparams[key].parse(value)
             else:
-                valid = ["method", "seed", *RECIPE_KEYS, *defaults]
+                valid = ["method", "seed", *RECIPE_KEYS, *hparams]
                 raise _unknown_key_error(key, valid, f"trial config for method {method!r}")
-        recipe = Recipe(**recipe_values)
-        return cls(method=method, params=params, recipe=recipe, seed=int(raw.get("seed", 0)))
+        seed = raw.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed: must be a whole number >= 0, got {seed!r}")
+        return cls(method=method, params=params, recipe=Recipe(**recipe_values), seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "seed": self.seed,
-            **dataclasses.asdict(self.recipe),
-            **self.params,
-        }
+        """Flat and complete: what a trial records as its configuration."""
+        return {"method": self.method, "seed": self.seed, **dataclasses.asdict(self.recipe),
+                **self.params}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -149,10 +145,11 @@ class StudySpec:
     teacher: str = "cnn"
     student: str = "mlp"
     methods: tuple[str, ...] = ("kd", "mixup_kd")
-    # Search ranges that override the method's default space: {"temperature": (1.0, 16.0)}.
+    # Search ranges that override the methods' declared ones: {"temperature": (1.0, 16.0)};
+    # "lskd.w_kd" scopes a range to one method. Equal ends hold the value fixed.
     search: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    # Hyperparameters held fixed instead of searched: {"w_ce": 0.0}.
-    fixed: Mapping[str, float | str] = field(default_factory=dict)
+    # Hyperparameters held fixed instead of searched: {"w_ce": 0.0}, or {"dkd.w_nckd": 6.0}.
+    fixed: Mapping[str, Any] = field(default_factory=dict)
     # Explicit trials instead of an Optuna search: each point names a method and the
     # hyperparameters it sets ({"method": "kd", "temperature": 2.0}); the others take `fixed`,
     # then the method's defaults. Every point runs once per entry of `seeds`.
@@ -187,38 +184,38 @@ class StudySpec:
     cache_teacher_logits: bool = False
 
     def __post_init__(self) -> None:
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ConfigError(f"name: use letters, digits, '-', '_' or '.', got {self.name!r}")
+        if self.name in ("", ".", "..") or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError(f"name: use letters, digits, '-', '_' or '.' (not '.' or '..'), "
+                              f"got {_shown(self.name)}")  # fmt: skip
         if not self.methods:
             raise ConfigError("methods: list at least one method")
-        if self.num_samples < 1:
-            raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
-        if self.max_concurrent_trials < 1:
-            raise ConfigError(
-                f"max_concurrent_trials: must be >= 1, got {self.max_concurrent_trials}"
-            )
-        if self.cpus_per_trial <= 0:
-            raise ConfigError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
-        for name in ("checkpoint_interval_s", "report_interval_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if self.gpus_per_trial < 0:
-            raise ConfigError(f"gpus_per_trial: must be >= 0, got {self.gpus_per_trial}")
-        for metric, mode in self.objectives:
-            if mode not in ("max", "min"):
-                raise ConfigError(
-                    f"objectives: mode of {metric!r} must be 'max' or 'min', got {mode!r}"
-                )
-        for name, value in self.fixed.items():
-            check_param(name, value)
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods: list each method once, got {list(self.methods)}")
+        for name in ("num_samples", "max_concurrent_trials"):
+            _check_number(name, getattr(self, name), whole=True)
+        _check_number("cpus_per_trial", self.cpus_per_trial, positive=True)
+        for name in ("gpus_per_trial", "checkpoint_interval_s", "report_interval_s",
+                     "max_failures", "seed"):  # fmt: skip
+            _check_number(name, getattr(self, name))
+        self._check_objectives()
         self._check_grid()
         for name, bounds in self.search.items():
             if len(bounds) != 2 or not bounds[0] <= bounds[1]:
                 raise ConfigError(
                     f"search.{name}: give (low, high) with low <= high, got {bounds!r}"
                 )
-            for bound in bounds:
-                check_param(name, bound)
+
+    def _check_objectives(self) -> None:
+        if not self.objectives:
+            raise ConfigError("objectives: give at least one METRIC:max|min")
+        for metric, mode in self.objectives:
+            if mode not in ("max", "min"):
+                raise ConfigError(
+                    f"objectives: mode of {metric!r} must be 'max' or 'min', got {mode!r}"
+                )
+        metrics = [metric for metric, _ in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError(f"objectives: name each metric once, got {metrics}")
 
     def _check_grid(self) -> None:
         if self.seeds and not self.grid:
@@ -277,7 +274,8 @@ _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("download", "cache_teacher_logits"), (bool,)),
 }
 _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("optimizer", "schedule"), (str,)),
+    **dict.fromkeys(("optimizer", "schedule", "precision", "channels_last", "fused_optimizer"),
+                    (str,)),
     **dict.fromkeys(("augment", "compile"), (bool,)),
 }
 
@@ -285,6 +283,19 @@ _RECIPE_TYPES: dict[str, tuple[type, ...]] = {
 def _is(value: Any, kinds: tuple[type, ...]) -> bool:
     """isinstance, except that a bool is not a number."""
     return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _parse_recipe(key: str, value: Any) -> Recipe:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a table with keys among {RECIPE_KEYS}")
+    for recipe_key, recipe_value in value.items():
+        if recipe_key not in RECIPE_KEYS:
+            raise _unknown_key_error(str(recipe_key), RECIPE_KEYS, key)
+        expected = _RECIPE_TYPES.get(recipe_key, _NUMBER)
+        if not _is(recipe_value, expected):
+            raise ConfigError(f"{key}.{recipe_key}: must be a {expected[0].__name__}, "
+                              f"got {_shown(recipe_value)}")  # fmt: skip
+    return Recipe(**value)
 
 
 def _parse_spec_value(key: str, value: Any) -> Any:
@@ -295,16 +306,7 @@ def _parse_spec_value(key: str, value: Any) -> Any:
             raise ConfigError(f"{key}: must be {names}, got {value!r}")
         return value
     if key in ("recipe", "teacher_recipe"):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: must be a table with keys among {RECIPE_KEYS}")
-        for recipe_key, recipe_value in value.items():
-            if recipe_key not in RECIPE_KEYS:
-                raise _unknown_key_error(str(recipe_key), RECIPE_KEYS, key)
-            expected = _RECIPE_TYPES.get(recipe_key, _NUMBER)
-            if not _is(recipe_value, expected):
-                raise ConfigError(f"{key}.{recipe_key}: must be a {expected[0].__name__}, "
-                                  f"got {recipe_value!r}")  # fmt: skip
-        return Recipe(**value)
+        return _parse_recipe(key, value)
     if key == "methods":
         if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) for m in value):
             raise ConfigError(f"methods: must be a list of method names, got {value!r}")
@@ -321,24 +323,19 @@ def _parse_spec_value(key: str, value: Any) -> Any:
         return tuple(dict(point) for point in value)
     if key == "objectives":
         if not isinstance(value, (list, tuple)) or not all(
-            isinstance(pair, (list, tuple))
-            and len(pair) == 2
-            and all(isinstance(v, str) for v in pair)
-            for pair in value
-        ):
-            raise ConfigError(
-                f'objectives: must be a list of [metric, "max" | "min"], got {value!r}'
-            )
+            isinstance(pair, (list, tuple)) and len(pair) == 2
+            and all(isinstance(v, str) for v in pair) for pair in value
+        ):  # fmt: skip
+            raise ConfigError(f'objectives: must be a list of [metric, "max" | "min"], '
+                              f"got {_shown(value)}")  # fmt: skip
         return tuple((metric, mode) for metric, mode in value)
     if not isinstance(value, Mapping):  # search and fixed
         raise ConfigError(f"{key}: must be a table of hyperparameter names, got {value!r}")
     if key == "search":
         for name, bounds in value.items():
-            if (
-                not isinstance(bounds, (list, tuple))
-                or len(bounds) != 2
-                or not all(_is(b, _NUMBER) for b in bounds)
+            if not isinstance(bounds, (list, tuple)) or len(bounds) != 2 or not all(
+                _is(b, _NUMBER) for b in bounds
             ):
-                raise ConfigError(f"search.{name}: give [low, high], got {bounds!r}")
+                raise ConfigError(f"search.{name}: give [low, high], got {_shown(bounds)}")
         return {name: (float(low), float(high)) for name, (low, high) in value.items()}
     return dict(value)

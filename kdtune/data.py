@@ -53,10 +53,19 @@ class DatasetBundle:
             self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
         )
 
+    def normalizer(self, device: torch.device | str) -> Callable[[Tensor], Tensor]:
+        """uint8 images -> normalised floats, its constants built once on `device` (the training
+        loop calls it every step)."""
+        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+
+        def normalize(x: Tensor) -> Tensor:
+            return (x.float() / 255.0 - mean) / std
+
+        return normalize
+
     def normalize(self, x: Tensor) -> Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        return self.normalizer(x.device)(x)
 
     def fingerprint(self) -> str:
         """Content hash of the splits, so cached teachers are tied to the exact data."""

@@ -55,10 +55,11 @@ def dkd(
     targets: Tensor,
     *,
     temperature: float,
-    alpha: float,
-    beta: float,
+    w_tckd: float,
+    w_nckd: float,
 ) -> Tensor:
-    """Decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, each scaled by T^2.
+    """Decoupled KD (Zhao et al. 2022): w_tckd * TCKD + w_nckd * NCKD (the paper's alpha and
+    beta), each scaled by T^2.
 
     TCKD is the KL between the binary (target, rest) distributions; NCKD the KL between the
     distributions over the non-target classes, obtained as mdistiller does by subtracting 1000
@@ -80,34 +81,34 @@ def dkd(
     log_q_student = F.log_softmax(student_logits / temperature - masked, dim=1)
     log_q_teacher = F.log_softmax(teacher_logits / temperature - masked, dim=1)
     nckd = (log_q_teacher.exp() * (log_q_teacher - log_q_student)).sum(1)
-    return (alpha * tckd.mean() + beta * nckd.mean()) * temperature**2
+    return (w_tckd * tckd.mean() + w_nckd * nckd.mean()) * temperature**2
 
 
 def topk_scale(
-    teacher_logits: Tensor, targets: Tensor, *, k: int, scale: float, bias: float
+    teacher_logits: Tensor, targets: Tensor, *, k: int, topk_weight: float, topk_bias: float
 ) -> Tensor:
     """TopKD's Top-K Scaling Module, as an ASSUMPTION (METHODS.md 3.3; the paper's w_i and
     Delta are in an appendix that was not available).
 
-    Assumed: the teacher's top-K logits are multiplied by w_r = scale ** ((K - r) / (K - 1)) for
-    rank r = 1..K (top-1 x scale, K-th x 1); the ground-truth logit, when outside the top K,
-    gets the top-1 weight (bias correction); every scaled logit is shifted by
-    Delta = bias * (mean(top-K logits) - mean(other logits)). Other logits are unchanged.
+    Assumed: the teacher's top-K logits are multiplied by w_r = topk_weight ** ((K - r) / (K - 1))
+    for rank r = 1..K (top-1 x topk_weight, K-th x 1); the ground-truth logit, when outside the
+    top K, gets the top-1 weight (bias correction); every scaled logit is shifted by
+    Delta = topk_bias * (mean(top-K logits) - mean(other logits)). Other logits are unchanged.
     """
     num_classes = teacher_logits.shape[1]
     k = max(1, min(int(k), num_classes - 1))
     top_values, top_index = teacher_logits.topk(k, dim=1)
     ranks = torch.arange(k, device=teacher_logits.device, dtype=teacher_logits.dtype)
-    rank_weights = scale ** ((k - 1 - ranks) / max(k - 1, 1))
+    rank_weights = topk_weight ** ((k - 1 - ranks) / max(k - 1, 1))
     weights = torch.ones_like(teacher_logits).scatter(
         1, top_index, rank_weights.expand_as(top_values)
     )
     in_top = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter(1, top_index, True)
     target_mask = F.one_hot(targets, num_classes).bool()
-    weights = torch.where(target_mask & ~in_top, torch.full_like(weights, scale), weights)
+    weights = torch.where(target_mask & ~in_top, torch.full_like(weights, topk_weight), weights)
     scaled = in_top | target_mask
     others_mean = (teacher_logits * ~in_top).sum(1, keepdim=True) / (num_classes - k)
-    delta = bias * (top_values.mean(1, keepdim=True) - others_mean)
+    delta = topk_bias * (top_values.mean(1, keepdim=True) - others_mean)
     return torch.where(scaled, teacher_logits * weights + delta, teacher_logits)
 
 
@@ -125,9 +126,9 @@ def topkd(
     targets: Tensor,
     *,
     k: int,
-    alpha: float,
-    beta: float,
-    tau: float,
+    w_pos: float,
+    w_neg: float,
+    con_temperature: float,
     w_tdl: float,
     w_con: float,
 ) -> Tensor:
@@ -135,11 +136,12 @@ def topkd(
 
     TDL (Top-K decoupled loss) compares student and teacher logits by cosine similarity within
     three groups picked on the teacher: its K largest logits, its K smallest, and the rest,
-    weighted alpha, beta, 1. ASSUMPTION: the weighted sum is divided by (alpha + beta + 1) so that
+    weighted w_pos, w_neg, 1 (the paper's alpha and beta). ASSUMPTION: the weighted sum is
+    divided by (w_pos + w_neg + 1) so that
     TDL = 1 - similarity is 0 when student == teacher. The instance-level contrastive term is a
     symmetric InfoNCE over the B x B matrix of student/teacher similarities; ASSUMPTION: the
     similarity is the Pearson correlation of the two logit vectors (z-scored dot product / C),
-    divided by tau.
+    divided by con_temperature.
     """
     num_classes = teacher_logits.shape[1]
     k = max(1, min(int(k), num_classes // 2))
@@ -149,16 +151,17 @@ def topkd(
     bottom = torch.zeros_like(top).scatter(1, (-teacher_logits).topk(k, 1).indices, True)
     rest = ~(top | bottom)
     similarity = (
-        alpha * _group_cosine(student_logits, teacher_logits, top)
-        + beta * _group_cosine(student_logits, teacher_logits, bottom)
+        w_pos * _group_cosine(student_logits, teacher_logits, top)
+        + w_neg * _group_cosine(student_logits, teacher_logits, bottom)
         + _group_cosine(student_logits, teacher_logits, rest)
-    ) / (alpha + beta + 1)
+    ) / (w_pos + w_neg + 1)
     tdl = 1 - similarity.mean()
     z_s, z_t = standardize(student_logits), standardize(teacher_logits)
     correlation = z_s @ z_t.T / (num_classes - 1)
     labels = torch.arange(len(z_s), device=z_s.device)
     contrastive = 0.5 * (
-        F.cross_entropy(correlation / tau, labels) + F.cross_entropy(correlation.T / tau, labels)
+        F.cross_entropy(correlation / con_temperature, labels)
+        + F.cross_entropy(correlation.T / con_temperature, labels)
     )
     return w_tdl * tdl + w_con * contrastive
 

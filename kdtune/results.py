@@ -1,8 +1,9 @@
 """The results table: one row per trial, written to and read from Parquet with pyarrow.
 
-A column is text (the fixed text columns, and hyperparameters whose values are names) or float64
-(the other hyperparameters, every metric), so tables from different studies concatenate.
-Writes are atomic (temp file + rename).
+A column keeps its values' type: text (the fixed text columns, and hyperparameters whose values are
+names), bool (switches, flags), int64 (whole-number hyperparameters such as k, epochs, seeds) or
+float64 (the rest, every metric); a column mixing ints and floats is float64. Writes are atomic
+(temp file + rename).
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ FLAG_COLUMNS = ("pareto",)
 
 
 def _column_type(name: str, values: list[Any]) -> pa.DataType:
-    if name in TEXT_COLUMNS or any(isinstance(v, str) for v in values):
+    present = [v for v in values if v is not None]
+    if name in TEXT_COLUMNS or any(isinstance(v, str) for v in present):
         return pa.string()
-    return pa.bool_() if name in FLAG_COLUMNS else pa.float64()
+    if name in FLAG_COLUMNS or (present and all(isinstance(v, bool) for v in present)):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    return pa.float64()
 
 
 def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Rows (dicts) to a table of scalars: text columns (the fixed ones and any whose values are
-    strings, such as a hyperparameter that names an augmentation) and float64 columns; other
-    values (lists, dicts) are dropped."""
+    """Rows (dicts) to a table of scalars, each column typed by its values (text, bool, int64,
+    float64); other values (lists, dicts) are dropped."""
     names: list[str] = list(TEXT_COLUMNS) + list(FLAG_COLUMNS)
     for row in rows:
         names += [k for k, v in row.items()
@@ -40,7 +45,7 @@ def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         values = [row.get(name) for row in rows]
         values = [v if isinstance(v, (int, float, str)) else None for v in values]
         kind = _column_type(name, values)
-        cast = {pa.string(): str, pa.bool_(): bool}.get(kind, float)
+        cast = {pa.string(): str, pa.bool_(): bool, pa.int64(): int}.get(kind, float)
         columns[name] = pa.array([None if v is None else cast(v) for v in values], kind)
     return pa.table(columns)
 

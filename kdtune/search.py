@@ -1,127 +1,33 @@
-"""Search spaces (define-by-run Optuna functions, one per method) and the searcher/scheduler.
+"""What a study tries: each method's Optuna space (derived from its hyperparameter declarations),
+grid points, the searcher (Optuna's ask/tell as a Ray Tune Searcher) and the scheduler.
 
-A space names each hyperparameter with a default range; the study's `search` overrides a range
-and `fixed` pins a value. The same name means the same thing in every method ("temperature" in
-kd, dkd and mixup_kd), so Optuna's sampler learns it across methods.
+Every config handed to a trial is resolved here: the method, every hyperparameter it declares
+(searched, fixed by the study, or at its default), the recipe and the seed, typed by the
+declarations. So Tune's `trial.config`, the MLflow child run's params and `results.parquet`
+all record the configuration that actually ran.
+
+The sampler sees a method's hyperparameters under names scoped by the method ("kd.temperature",
+"lskd.w_kd"): the same concept can need another range per method (w_kd is 0.1-1 for kd and 1-12
+for lskd), and TPE models each name as one density, so a shared name would pool observations of
+different methods and scales. docs/architecture.md says more.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+import math
+import pickle
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kdtune.config import CHOICES, StudySpec
+from kdtune.config import StudySpec, TrialConfig
+from kdtune.hparams import Declarations, HParam, Value, scoped
 
 
-class Space:
-    """What a method's space function sees: it names each hyperparameter with a default range.
-
-    The study's `search` overrides a numeric range, `fixed` pins a value; a range whose ends are
-    equal is a constant. Pinned values are returned as constants of the trial's config.
-    """
-
-    def __init__(self, trial: Any, spec: StudySpec | None) -> None:
-        self.trial, self.spec = trial, spec
-        self.pinned: dict[str, Any] = {}
-        self.names: list[str] = []
-
-    def _pinned(self, name: str, low: Any, high: Any) -> bool:
-        self.names.append(name)
-        if self.spec is not None and name in self.spec.fixed:
-            self.pinned[name] = self.spec.fixed[name]
-            return True
-        if low == high:
-            self.pinned[name] = low
-            return True
-        return self.trial is None
-
-    def float(self, name: str, low: float, high: float, log: bool = False) -> None:
-        if self.spec is not None:
-            low, high = self.spec.search.get(name, (low, high))
-        if not self._pinned(name, low, high):
-            self.trial.suggest_float(name, low, high, log=log and low > 0)
-
-    def int(self, name: str, low: int, high: int) -> None:
-        if self.spec is not None:
-            low, high = (int(v) for v in self.spec.search.get(name, (low, high)))
-        if not self._pinned(name, low, high):
-            self.trial.suggest_int(name, low, high)
-
-    def choice(self, name: str, options: list[str]) -> None:
-        if not self._pinned(name, options[0], options[-1]):
-            self.trial.suggest_categorical(name, options)
-
-
-def _kd_space(space: Space) -> None:
-    space.float("temperature", 1.0, 16.0, log=True)
-    space.float("w_ce", 0.0, 1.0)
-    space.float("w_kd", 0.1, 1.0)
-
-
-def _mixup_kd_space(space: Space) -> None:
-    _kd_space(space)
-    space.float("alpha", 0.1, 2.0, log=True)
-
-
-def _lskd_space(space: Space) -> None:
-    space.float("temperature", 1.0, 8.0, log=True)  # a base temperature on z-scored logits
-    space.float("w_ce", 0.0, 1.0)
-    space.float("w_kd", 1.0, 12.0)  # linear: a name has one scale in every method (Optuna)
-
-
-def _dkd_space(space: Space) -> None:
-    space.float("temperature", 1.0, 16.0, log=True)
-    space.float("w_tckd", 0.25, 4.0, log=True)
-    space.float("w_nckd", 1.0, 12.0, log=True)
-
-
-def _cutmixpick_space(space: Space) -> None:
-    _kd_space(space)
-    space.choice("pick", ["s_ent", "t_ent"])
-
-
-def _da_kd_space(space: Space) -> None:
-    _kd_space(space)
-    space.choice("augmentation", list(CHOICES["augmentation"]))
-
-
-def _crld_space(space: Space) -> None:
-    space.float("temperature", 1.0, 8.0, log=True)
-    space.float("tau_w", 0.5, 0.99)
-    space.float("tau_s", 0.0, 0.6)
-    space.float("w_wv", 0.5, 4.0, log=True)
-    space.float("w_cv", 0.1, 2.0, log=True)
-
-
-def _topkd_space(space: Space) -> None:
-    _kd_space(space)
-    space.int("k", 2, 10)
-    space.float("topk_weight", 1.0, 4.0)
-    space.float("w_tdl", 0.1, 2.0, log=True)
-    space.float("w_con", 0.01, 1.0, log=True)
-
-
-SPACES: dict[str, Callable[[Space], None]] = {
-    "ce": lambda space: None,
-    "kd": _kd_space,
-    "lskd": _lskd_space,
-    "dkd": _dkd_space,
-    "mixup": lambda space: space.float("alpha", 0.1, 2.0, log=True),
-    "mixup_kd": _mixup_kd_space,
-    "cutmix_kd": _kd_space,
-    "da_kd": _da_kd_space,
-    "cutmixpick_kd": _cutmixpick_space,
-    "crld": _crld_space,
-    "topkd": _topkd_space,
-}
-
-
-def space_params(method: str) -> list[str]:
-    """Names a method's space suggests (what `search` and `fixed` may refer to)."""
-    space = Space(None, None)
-    SPACES[method](space)
-    return space.names
+def resolve(raw: Mapping[str, Any], declarations: Declarations) -> dict[str, Any]:
+    """A trial config, complete and typed (validated: raises ConfigError)."""
+    return TrialConfig.from_dict(raw, declarations).to_dict()
 
 
 def trial_constants(spec: StudySpec) -> dict[str, Any]:
@@ -129,17 +35,59 @@ def trial_constants(spec: StudySpec) -> dict[str, Any]:
     return {**dataclasses.asdict(spec.recipe), "seed": spec.seed}
 
 
+def fixed_values(spec: StudySpec, method: str, hparams: Sequence[HParam]) -> dict[str, Any]:
+    """The study's `fixed` values that apply to `method`."""
+    values = {h.name: scoped(spec.fixed, method, h.name) for h in hparams}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def search_range(spec: StudySpec, method: str, hparam: HParam) -> tuple[Any, ...] | None:
+    """Where the study searches `hparam` in `method`, or None when it holds it fixed."""
+    if scoped(spec.fixed, method, hparam.name) is not None:
+        return None
+    bounds = scoped(spec.search, method, hparam.name) or hparam.search
+    if bounds is not None and hparam.kind in (float, int) and bounds[0] == bounds[1]:
+        return None  # a range of one value is a constant (`pinned_by_search`)
+    return bounds
+
+
+def varied_names(spec: StudySpec, method: str, hparams: Sequence[HParam]) -> list[str]:
+    """The hyperparameters of `method` that the study's search varies."""
+    return [h.name for h in hparams if search_range(spec, method, h) is not None]
+
+
+def _suggest(trial: Any, method: str, hparam: HParam, bounds: tuple[Any, ...]) -> Value:
+    name = f"{method}.{hparam.name}"  # scoped: see the module docstring
+    if hparam.kind is float:
+        return trial.suggest_float(name, bounds[0], bounds[1], log=hparam.log)
+    if hparam.kind is int:
+        return trial.suggest_int(name, int(bounds[0]), int(bounds[1]), log=hparam.log)
+    return trial.suggest_categorical(name, list(bounds))
+
+
+def _pinned_by_search(spec: StudySpec, method: str, hparam: HParam) -> Any:
+    bounds = scoped(spec.search, method, hparam.name)
+    return bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
+
+
 class DefineByRun:
     """The Optuna define-by-run space of a study (a class, so Tune can pickle it for resume)."""
 
-    def __init__(self, spec: StudySpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: StudySpec, declarations: Declarations) -> None:
+        self.spec, self.declarations = spec, dict(declarations)
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         method = trial.suggest_categorical("method", list(self.spec.methods))
-        space = Space(trial, self.spec)
-        SPACES[method](space)
-        return {**trial_constants(self.spec), **space.pinned}
+        hparams = self.declarations[method]
+        values = fixed_values(self.spec, method, hparams)
+        for hparam in hparams:
+            bounds = search_range(self.spec, method, hparam)
+            if bounds is not None:
+                values[hparam.name] = _suggest(trial, method, hparam, bounds)
+            elif (pinned := _pinned_by_search(self.spec, method, hparam)) is not None:
+                values[hparam.name] = pinned
+        return resolve({**trial_constants(self.spec), **values, "method": method},
+                       self.declarations)  # fmt: skip
 
 
 def grid_keys(spec: StudySpec) -> list[str]:
@@ -150,33 +98,28 @@ def grid_keys(spec: StudySpec) -> list[str]:
     return keys
 
 
-def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    """The trial configs of a grid study: each point once per seed, seeds innermost (so the
-    repeats of a point run side by side), the study's `fixed` values under the point's own."""
+def grid_points(spec: StudySpec, declarations: Declarations) -> list[dict[str, Any]]:
+    """The resolved trial configs of a grid study: each point once per seed, seeds innermost (so
+    the repeats of a point run side by side), the study's `fixed` values under the point's own."""
     points = []
     for point in spec.grid:
-        names = space_params(str(point["method"]))
-        fixed = {k: v for k, v in spec.fixed.items() if k in names}
+        method = str(point["method"])
+        fixed = fixed_values(spec, method, declarations[method])
         for seed in spec.trial_seeds:
-            points.append({**trial_constants(spec), **fixed, **point, "seed": seed})
+            raw = {**trial_constants(spec), **fixed, **point, "seed": seed}
+            points.append(resolve(raw, declarations))
     return points
 
 
-def make_searcher(spec: StudySpec) -> Any:
-    """Optuna multi-objective search; metric and mode go to the searcher, not to TuneConfig.
-    A grid study runs its points in order instead (Tune's basic generator)."""
+def make_searcher(spec: StudySpec, declarations: Declarations) -> Any:
+    """Optuna's multi-objective TPE over the study's space; a grid study runs its points in order
+    instead."""
     if spec.grid:
-        return points_searcher(grid_points(spec))
+        return points_searcher(grid_points(spec, declarations))
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, spec.num_samples))
-    return OptunaSearch(
-        space=DefineByRun(spec),
-        metric=[metric for metric, _ in spec.objectives],
-        mode=[mode for _, mode in spec.objectives],
-        sampler=sampler,
-    )
+    return optuna_searcher(DefineByRun(spec, declarations), spec.objectives, sampler)
 
 
 def make_scheduler(spec: StudySpec) -> Any:
@@ -196,12 +139,53 @@ def make_scheduler(spec: StudySpec) -> Any:
     )
 
 
+def optuna_searcher(
+    space: DefineByRun, objectives: Sequence[tuple[str, str]], sampler: Any
+) -> Any:  # fmt: skip
+    """Optuna's ask/tell as a Tune Searcher: each Tune trial asks one Optuna trial, whose config
+    is `space(trial)`, and tells it the final objectives (a failed or non-finite trial is told
+    FAIL, so the sampler never learns from it)."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    class OptunaSearcher(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=[m for m, _ in objectives], mode=[d for _, d in objectives])
+            self.space = space
+            directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
+            self.study = optuna.create_study(directions=directions, sampler=sampler)
+            self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
+
+        def suggest(self, trial_id: str) -> dict[str, Any]:
+            if trial_id not in self.asked:
+                self.asked[trial_id] = self.study.ask()
+            return self.space(self.asked[trial_id])
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            trial = self.asked.pop(trial_id, None)
+            if trial is None:
+                return
+            values = [(result or {}).get(m) for m in self.metric]
+            if error or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(trial, values)
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as handle:
+                pickle.dump(self.__dict__, handle)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as handle:
+                self.__dict__.update(pickle.load(handle))
+
+    return OptunaSearcher()
+
+
 def points_searcher(points: list[dict[str, Any]]) -> Any:
     """A Tune searcher that hands out `points` in order, each as a whole trial config.
     (Tune's basic generator wants every key of every point declared in a shared param space,
     which points of different methods, with different keys, cannot share.)"""
-    import json
-
     from ray.tune.search import Searcher
 
     class PointsSearcher(Searcher):

@@ -39,6 +39,17 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def param_text(value: Any) -> str:
+    """A param as MLflow shows it: ints as ints, floats in full, true/false, lists comma-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(param_text(v) for v in value)
+    return str(value)
+
+
 def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
@@ -96,7 +107,7 @@ class StudyTracker:
     ) -> None:
         """One log_batch call per chunk: MLflow takes at most 1000 metrics and 100 params/tags."""
         metric_list = metrics or []
-        param_list = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
+        param_list = [Param(k, param_text(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(max(-(-len(metric_list) // 1000), -(-len(param_list) // 100),
                            -(-len(tag_list) // 100), 1)):  # fmt: skip

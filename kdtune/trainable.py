@@ -11,7 +11,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from kdtune import metrics, selfdistill
 from kdtune.config import TrialConfig
 from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
-from kdtune.methods import METHODS, method_defaults
+from kdtune.methods import METHODS, Method
 from kdtune.models import build_model
 from kdtune.teacher import Teacher
 
@@ -41,6 +41,9 @@ class TrialContext:
     data: DatasetBundle  # CPU tensors, moved to the trial's device once
     teacher: Teacher | None
     student_model: str
+    # the study's methods, shipped with the trials, so a method registered in the driver's
+    # process (a script, a notebook) trains on workers that never imported it
+    methods: Mapping[str, Method] = field(default_factory=lambda: dict(METHODS))
     device: str = "auto"
     threads: int = 1  # torch intra-op threads, matched to the trial's CPU reservation
     checkpoint_interval_s: float = 0.0  # checkpoint after an epoch once this long has passed
@@ -59,11 +62,11 @@ def prefixed(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
 
 
 def final_metrics(
-    student: nn.Module, teacher: nn.Module | None, data: DatasetBundle
+    student: nn.Module, teacher: nn.Module | None, data: DatasetBundle, precision: str = "auto"
 ) -> dict[str, Any]:
     """Test metrics, metrics after temperature scaling (T fitted on val) and diagnostics."""
-    val_logits = predict(student, data.val.x, data.normalize)
-    test_logits = predict(student, data.test.x, data.normalize)
+    val_logits = predict(student, data.val.x, data.normalize, precision=precision)
+    test_logits = predict(student, data.test.x, data.normalize, precision=precision)
     temperature = metrics.fit_temperature(val_logits, data.val.y)
     result: dict[str, Any] = {
         **prefixed("test", metrics.evaluate(test_logits, data.test.y)),
@@ -85,7 +88,7 @@ def final_metrics(
         "test_reliability": json.dumps(metrics.reliability_bins(test_logits, data.test.y)),
     }
     if teacher is not None:
-        teacher_logits = predict(teacher, data.test.x, data.normalize)
+        teacher_logits = predict(teacher, data.test.x, data.normalize, precision=precision)
         result["test_agreement"] = metrics.agreement(test_logits, teacher_logits)
         result["test_kl_teacher_student"] = metrics.kl_teacher_student(teacher_logits, test_logits)
         student_linearity = vicinal_linearity(student, data)
@@ -129,12 +132,13 @@ def run_trial(
     resume: dict[str, Any] | None = None,
 ) -> None:
     """Train one student as `config` says and report after every epoch."""
-    trial = TrialConfig.from_dict(config, method_defaults())
+    hparams = {name: method.hparams for name, method in context.methods.items()}
+    trial = TrialConfig.from_dict(config, hparams)
     seed_everything(trial.seed)
     device = resolve_device(context.device)
     data = context.data.to(device)
     student = build_model(context.student_model, data.num_classes, data.in_shape).to(device)
-    method = METHODS[trial.method]
+    method = context.methods[trial.method]
     teacher_model = None
     if context.teacher is not None:
         teacher_model = context.teacher.build(data.num_classes, data.in_shape, device)
@@ -142,15 +146,11 @@ def run_trial(
     checkpointed = [time.monotonic()]  # when the last checkpoint was taken
 
     def on_epoch(end: EpochEnd) -> None:
-        result = {
-            "epoch": end.epoch,
-            "train_loss": end.train_loss,
-            "lr": end.lr,
-            **prefixed("val", end.val),
-        }
+        result = {"epoch": end.epoch, "train_loss": end.train_loss, "lr": end.lr,
+                  **prefixed("val", end.val)}  # fmt: skip
         last = end.epoch == trial.recipe.epochs
         if last:
-            result.update(final_metrics(student, teacher_model, data))
+            result.update(final_metrics(student, teacher_model, data, trial.recipe.precision))
         due = last or time.monotonic() - checkpointed[0] >= context.checkpoint_interval_s
         if due:
             checkpointed[0] = time.monotonic()
@@ -158,21 +158,12 @@ def run_trial(
 
     if method.uses_teacher and teacher_model is None:
         raise ValueError(f"method {trial.method!r} needs a teacher, but the study has none")
-    teacher_fn = frozen(teacher_model, trial.recipe.compile) if method.uses_teacher else None
+    teacher_fn = frozen(teacher_model, trial.recipe) if method.uses_teacher else None
     cached_logits = None
     if context.teacher_logits is not None and method.uses_teacher:
         cached_logits = context.teacher_logits.to(device)
-    fit(
-        student,
-        data,
-        method,
-        trial.params,
-        trial.recipe,
-        teacher=teacher_fn,
-        teacher_logits=cached_logits,
-        resume=resume,
-        on_epoch=on_epoch,
-    )
+    fit(student, data, method, trial.params, trial.recipe, teacher=teacher_fn,
+        teacher_logits=cached_logits, resume=resume, on_epoch=on_epoch)  # fmt: skip
 
 
 def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:

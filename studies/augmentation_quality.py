@@ -18,15 +18,18 @@ from dataclasses import replace
 from scipy import stats
 
 from kdtune import plots, results
+from kdtune.augment import AUGMENTATIONS
 from kdtune.cli import run_study_script
-from kdtune.config import CHOICES, Recipe, StudySpec
-from kdtune.study import StudyResult, grid_summary, study_teacher
+from kdtune.config import Recipe, StudySpec
+from kdtune.outcome import grid_summary
+from kdtune.runner import StudyResult
+from kdtune.study import study_teacher
 from kdtune.teacher import teacher_t_stddev
 
 SPEC = StudySpec(
     name="augmentation_quality",
     methods=("da_kd",),
-    grid=tuple({"method": "da_kd", "augmentation": a} for a in CHOICES["augmentation"]),
+    grid=tuple({"method": "da_kd", "augmentation": a} for a in AUGMENTATIONS),
     seeds=(0, 1, 2),
     recipe=Recipe(epochs=30),
     teacher_recipe=Recipe(epochs=30),

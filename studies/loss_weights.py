@@ -1,11 +1,12 @@
 """Which method, temperature and loss weights? A multi-objective search, then a seed check.
 
 Optuna's multi-objective TPE sampler searches the method (kd, dkd, lskd, crld, topkd, mixup_kd,
-cutmixpick_kd) and, within it, the temperature, mixup alpha and the loss weights of that
-method's space (kdtune/search.py), maximising validation accuracy and minimising validation
-ECE. Then every configuration on the search's Pareto front is trained again with 3 new seeds,
-and the front reported is the front of those seed means: single-seed differences of a few
-tenths of a point are noise, and the search, which picked its front on one seed, flatters it.
+cutmixpick_kd) and, within it, the temperature, mixup alpha and the loss weights that method
+declares as searched (kdtune/methods.py), maximising validation accuracy and minimising
+validation ECE. Then every configuration on the search's Pareto front is trained again with 3
+new seeds, and the front reported is the front of those seed means: single-seed differences of
+a few tenths of a point are noise, and the search, which picked its front on one seed, flatters
+it.
 
 Default: digits (embedded), CNN teacher -> MLP student, 40 searched trials, then the front
 x 3 seeds, CPU, under 10 minutes.

@@ -17,7 +17,8 @@ from dataclasses import replace
 from kdtune import plots, results
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
-from kdtune.study import StudyResult, grid_summary
+from kdtune.outcome import grid_summary
+from kdtune.runner import StudyResult
 
 METHODS = ("ce", "kd", "lskd", "dkd", "mixup", "mixup_kd", "cutmix_kd", "cutmixpick_kd", "crld",
            "topkd")  # fmt: skip

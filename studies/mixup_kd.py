@@ -18,7 +18,8 @@ from dataclasses import replace
 from kdtune import plots, results
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
-from kdtune.study import StudyResult, grid_summary
+from kdtune.outcome import grid_summary
+from kdtune.runner import StudyResult
 
 ALPHAS = (0.2, 0.5, 1.0, 2.0)
 KD = {"temperature": 2.0, "w_ce": 0.2, "w_kd": 0.8}  # mixup_kd's defaults, without the mixup

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> pa.Table:
     spec = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
     try:
         points = spec.points()  # validates every cell before Ray starts
-        from kdtune.study import run_trials
+        from kdtune.runner import run_trials
         from kdtune.trainable import selfdistill_trainable
 
         result = run_trials(spec.name, selfdistill_trainable, points,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from kdtune import augment
 from kdtune.cli import add_study_flags, spec_from_args
-from kdtune.config import CHOICES, ConfigError, Recipe, StudySpec
+from kdtune.config import ConfigError, Recipe, StudySpec
+from kdtune.methods import declarations
 from kdtune.search import grid_keys, grid_points, points_searcher
 
 
@@ -21,7 +21,7 @@ def _grid_spec(**changes) -> StudySpec:
 
 def test_grid_points_run_each_point_per_seed_with_fixed_values_under_the_points_own():
     spec = _grid_spec(fixed={"w_ce": 0.5, "temperature": 9.0})
-    points = grid_points(spec)
+    points = grid_points(spec, declarations())
     order = [(p["method"], p["seed"]) for p in points]
     assert order == [("ce", 3), ("ce", 4), ("kd", 3), ("kd", 4)]
     assert "w_ce" not in points[0]  # ce has no CE weight to fix
@@ -76,16 +76,35 @@ def test_points_searcher_hands_out_points_in_order_and_resumes_where_it_stopped(
     assert [restored.suggest(t) for t in "bcd"] == [points[1], points[2], "FINISHED"]
 
 
-def test_augmentation_choices_name_exactly_the_registry():
-    assert CHOICES["augmentation"] == tuple(augment.AUGMENTATIONS)
 
 
-def _args(spec: StudySpec, argv: list[str]):
+def _args(spec: StudySpec, argv: list[str], smoke: StudySpec | None = None):
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_study_flags(parser, spec)
+    add_study_flags(parser, spec, smoke or spec)
     return parser.parse_args(argv)
+
+
+def test_a_flag_that_is_given_wins_over_the_smoke_tests_values():
+    """--epochs 30 with --smoke-test trains 30 epochs even though 30 is the full study's
+    default (it used to be taken as "not given" and silently became 2)."""
+    import studies.temperature_sweep as study
+
+    def spec_of(*argv: str) -> StudySpec:
+        return spec_from_args(_args(study.SPEC, list(argv), study.SMOKE), study.SPEC, study.SMOKE)
+
+    given = spec_of("--smoke-test", "--epochs", "30", "--num-samples", "24", "--lr", "0.05")
+    assert (given.recipe.epochs, given.num_samples, given.recipe.lr) == (30, 24, 0.05)
+    assert given.teacher_recipe.epochs == study.SMOKE.teacher_recipe.epochs == 2
+    smoke = spec_of("--smoke-test")
+    assert smoke == study.SMOKE and spec_of() == study.SPEC
+    held = spec_of("--fixed", "w_ce=0,dkd.w_nckd=6,topk_scale=true", "--search", "temperature=1:8",
+                   "--no-augment", "--precision", "bf16")  # fmt: skip
+    assert held.fixed == {"w_ce": 0, "dkd.w_nckd": 6, "topk_scale": True}
+    assert held.search == {"temperature": (1.0, 8.0)}
+    assert not held.recipe.augment and held.recipe.precision == "bf16"
+    assert held.teacher_recipe == study.SPEC.teacher_recipe
 
 
 def test_cli_methods_pick_grid_points_and_seeds_set_the_repeats():
@@ -99,24 +118,38 @@ def test_cli_methods_pick_grid_points_and_seeds_set_the_repeats():
     assert spec_from_args(_args(search, ["--reseed", "1,2"]), search, search).reseed == (1, 2)
 
 
-def test_a_hyperparameter_has_one_kind_and_scale_across_all_method_spaces():
-    """Optuna refuses a name suggested with two scales in one study (a multi-method search
-    failed on it): every space must agree on each name's kind and log scale."""
-    from kdtune.search import SPACES, Space
+def test_a_hyperparameter_has_one_kind_and_scale_across_all_methods():
+    """One name, one meaning: every method that takes a name declares the same type, valid
+    range, meaning and scale (log or linear); only default, source and search range differ."""
+    from kdtune.hparams import by_name
 
-    seen: dict[str, tuple] = {}
+    for name, uses in by_name(declarations()).items():
+        shapes = {(h.kind, h.low, h.high, h.low_open, h.choices, h.meaning, h.log)
+                  for _, h in uses}  # fmt: skip
+        assert len(shapes) == 1, (name, [m for m, _ in uses])
+    names = by_name(declarations())
+    assert names["temperature"][0][1].log and not names["w_kd"][0][1].log
 
-    class Recorder:
-        def suggest_float(self, name, low, high, log=False):
-            return seen.setdefault(name, ("float", log)) == ("float", log) or pytest.fail(name)
 
-        def suggest_int(self, name, low, high):
-            return seen.setdefault(name, ("int",)) == ("int",) or pytest.fail(name)
+def test_the_sampler_sees_each_methods_hyperparameters_under_its_own_name():
+    """A multi-method search: Optuna's names are scoped by method, so TPE never pools kd's and
+    lskd's w_kd (different ranges); the trial config uses the plain names, complete."""
+    import optuna
 
-        def suggest_categorical(self, name, options):
-            kind = ("choice", tuple(options))
-            return seen.setdefault(name, kind) == kind or pytest.fail(name)
+    from kdtune.search import DefineByRun
 
-    for method, space in SPACES.items():
-        space(Space(Recorder(), StudySpec(methods=(method,))))
-    assert seen["temperature"] == ("float", True) and seen["w_kd"] == ("float", False)
+    spec = StudySpec(methods=("kd", "lskd", "dkd"), recipe=Recipe(epochs=2))
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    for _ in range(12):
+        trial = study.ask()
+        config = DefineByRun(spec, declarations())(trial)
+        method = config["method"]
+        scoped = {k for k in trial.params if k != "method"}
+        assert scoped and all(k.startswith(f"{method}.") for k in scoped)
+        for key in scoped:
+            assert config[key.split(".", 1)[1]] == trial.params[key]
+        assert {h.name for h in declarations()[method]} <= set(config)
+        low, high = {"kd": (0.1, 1.0), "lskd": (1.0, 12.0)}.get(method, (None, None))
+        if low is not None:
+            assert low <= config["w_kd"] <= high

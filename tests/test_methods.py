@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from kdtune import augment, losses
 from kdtune.config import Recipe, StudySpec, TrialConfig
 from kdtune.engine import fit
-from kdtune.methods import METHODS, Method, StepBatch, highest_entropy, method_defaults
-from kdtune.search import SPACES, DefineByRun
+from kdtune.methods import METHODS, WARMUP, Method, StepBatch, declarations, highest_entropy
+from kdtune.search import DefineByRun
 
 
 def _numpy_dkd(
@@ -40,7 +40,7 @@ def test_dkd_matches_straight_line_reimplementation():
     s, t = torch.randn(6, 5, dtype=torch.float64) * 2, torch.randn(6, 5, dtype=torch.float64) * 2
     y = torch.randint(0, 5, (6,))
     for T, alpha, beta in ((4.0, 1.0, 8.0), (1.5, 0.5, 2.0)):
-        ours = losses.dkd(s, t, y, temperature=T, alpha=alpha, beta=beta).item()
+        ours = losses.dkd(s, t, y, temperature=T, w_tckd=alpha, w_nckd=beta).item()
         assert ours == pytest.approx(
             _numpy_dkd(s.numpy(), t.numpy(), y.numpy(), T, alpha, beta), rel=1e-6
         )
@@ -62,16 +62,16 @@ def test_topk_scale_by_hand():
     t = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     # top-2 = classes 0 and 1, weights 2 and 1; Delta = 0.1 * (3.5 - mean(2, 1, 0)) = 0.25;
     # the true class 3 is outside the top 2, so it gets the top-1 weight 2.
-    scaled = losses.topk_scale(t, torch.tensor([3]), k=2, scale=2.0, bias=0.1)
+    scaled = losses.topk_scale(t, torch.tensor([3]), k=2, topk_weight=2.0, topk_bias=0.1)
     assert scaled[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 2.25, 0.0])
-    inside = losses.topk_scale(t, torch.tensor([0]), k=2, scale=2.0, bias=0.1)
+    inside = losses.topk_scale(t, torch.tensor([0]), k=2, topk_weight=2.0, topk_bias=0.1)
     assert inside[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 1.0, 0.0])
 
 
 def test_topkd_tdl_is_zero_when_student_equals_teacher_and_positive_otherwise():
     torch.manual_seed(0)
     t = torch.randn(8, 10)
-    kwargs = dict(k=3, alpha=1.0, beta=1.0, tau=0.1, w_tdl=1.0, w_con=0.0)
+    kwargs = dict(k=3, w_pos=1.0, w_neg=1.0, con_temperature=0.1, w_tdl=1.0, w_con=0.0)
     assert losses.topkd(t, t, torch.zeros(8, dtype=torch.long), **kwargs).item() == pytest.approx(
         0, abs=1e-6
     )
@@ -153,9 +153,10 @@ def test_engine_ramps_distillation_weight_over_warmup_epochs(digits):
     from kdtune.models import build_model
 
     model = build_model("mlp", 10, digits.in_shape)
-    method = Method(recording_step, {"warmup": 4.0}, uses_teacher=False, reference="test")
+    method = Method(recording_step, (WARMUP.at(4, "test"),), uses_teacher=False,
+                    reference="test", summary="test")  # fmt: skip
     scales = []
-    fit(model, digits, method, {"warmup": 4.0}, Recipe(epochs=5, batch_size=2048),
+    fit(model, digits, method, {"warmup": 4}, Recipe(epochs=5, batch_size=2048),
         on_epoch=lambda end: scales.append(seen[len(seen) - 1]))  # fmt: skip
     assert scales == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
 
@@ -169,17 +170,20 @@ def test_strong_view_keeps_uint8_and_changes_images():
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_has_a_search_space_that_yields_valid_configs(method):
-    assert method in SPACES
+def test_every_methods_search_space_yields_complete_valid_configs(method):
     spec = StudySpec(methods=(method,), recipe=Recipe(epochs=2))
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
     for _ in range(3):
         trial = study.ask()
-        constants = DefineByRun(spec)(trial)
-        config = {**trial.params, **constants}
-        parsed = TrialConfig.from_dict(config, method_defaults())
+        config = DefineByRun(spec, declarations())(trial)
+        parsed = TrialConfig.from_dict(config, declarations())
         assert parsed.method == method and parsed.recipe.epochs == 2
+        assert parsed.to_dict() == config  # resolved already: every declared name, typed
+        for hparam in METHODS[method].hparams:
+            if hparam.searched and hparam.kind in (float, int):
+                low, high = hparam.search
+                assert low <= config[hparam.name] <= high
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

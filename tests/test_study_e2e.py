@@ -96,3 +96,26 @@ def test_trials_reuse_worker_processes(smoke_study):
     pids = result.table.column("pid").to_pylist()
     assert spec.num_samples > spec.max_concurrent_trials
     assert len(set(pids)) <= spec.max_concurrent_trials < len(pids)
+
+
+def test_every_trial_records_its_resolved_typed_hyperparameters(smoke_study):
+    """Defaults included: a trial's child run and its Parquet row hold every hyperparameter its
+    method declares, typed (ints as ints, switches as booleans), and the recipe it trained with."""
+    from kdtune.methods import METHODS
+
+    spec, result, client = smoke_study
+    schema = result.table.schema
+    for row in result.table.to_pylist():
+        params = client.get_run(row["mlflow_run_id"]).data.params
+        for hparam in METHODS[row["method"]].hparams:
+            value = row[hparam.name]
+            assert type(value) is hparam.kind, (hparam.name, value)
+            if hparam.kind is bool:
+                assert params[hparam.name] == ("true" if value else "false")
+            elif hparam.kind is int:
+                assert params[hparam.name] == str(value)
+            else:
+                assert type(value)(params[hparam.name]) == value
+        assert params["epochs"] == str(spec.recipe.epochs) and params["optimizer"] == "sgd"
+    assert schema.field("epochs").type == "int64" and schema.field("augment").type == "bool"
+    assert schema.field("logit_standardize").type == "bool"
