@@ -1,4 +1,5 @@
-"""The Ray Tune callback that forwards every trial event to MLflow, from the driver only.
+"""The Ray Tune callback that forwards every trial event to MLflow, from the driver only, and the
+reconciliation that completes each trial's MLflow record from what Tune stored for it.
 
 Workers never talk to MLflow: each report reaches the driver through Tune and is logged here
 (through `tracking.StudyTracker`, the only MLflow code), with one progress line per ended trial.
@@ -7,14 +8,23 @@ Workers never talk to MLflow: each report reaches the driver through Tune and is
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 
+from kdtune.config import one_line
 from kdtune.tracking import METHOD_TAG, StudyTracker
 from kdtune.trainable import EPOCH_HISTORY
+
+STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
+FINISHED_STATES = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that ended
+WAIT_NOTICE_S = 300.0  # how often to say that trials wait for resources
+STORE_RETRY_S = 120.0  # after the store failed, how long live logging waits before trying again
 
 
 def failure_reason(error: BaseException | str | None) -> str:
@@ -29,64 +39,199 @@ def failure_reason(error: BaseException | str | None) -> str:
     return f"{type(cause).__name__}: {lines[-1] if 'Traceback' in lines[0] else lines[0]}"[:500]
 
 
-def _error_file_text(path: str | None) -> str | None:
-    return Path(path).read_text() if path and Path(path).exists() else None
+def trial_failure(trial: Any) -> str:
+    """Why a Tune trial failed, from its pickled error or its error file."""
+    error_file = getattr(trial, "error_file", None)
+    text = Path(error_file).read_text() if error_file and Path(error_file).exists() else None
+    return failure_reason(trial.get_pickled_error() or text)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where this process records a study: store, parent run, the tags every run gets."""
+
+    tracking_uri: str
+    parent_run_id: str
+    tags: Mapping[str, str]
+    objectives: Sequence[str]  # the metrics each progress line shows
+    num_trials: int
+
+
+# experiment -> its route in this process. Tune pickles the callback with the experiment and, on
+# --resume, restores the pickled copy of the first launch: a route kept in the callback would
+# send a resumed study's runs to the old store. So the callback pickles only the experiment's
+# name and looks its route up here, where the study that is running now has put it.
+_ROUTES: dict[str, Route] = {}
+
+
+def route(experiment: str, where: Route) -> None:
+    _ROUTES[experiment] = where
+
+
+def step_key(report: Mapping[str, Any]) -> str:
+    return next((key for key in STEP_KEYS if key in report), STEP_KEYS[-1])
 
 
 class TrackingCallback(tune.Callback):
-    """Forwards every trial event to MLflow from the driver. Picklable (Tune saves it for resume):
-    the MLflow client is rebuilt lazily after unpickling."""
+    """Forwards every trial event to MLflow from the driver. Tune pickles it for resume; only the
+    experiment's name goes in the pickle (see `_ROUTES`).
 
-    def __init__(
-        self, experiment: str, tracking_uri: str, parent_run_id: str, tags: dict[str, str],
-        objectives: Sequence[str], num_trials: int,
-    ) -> None:  # fmt: skip
-        self.experiment, self.tracking_uri = experiment, tracking_uri
-        self.parent_run_id, self.tags = parent_run_id, tags
-        self.objectives = list(objectives)  # the metrics each progress line shows
-        self.num_trials = num_trials
-        self.ended = 0
+    A store that fails mid-study (a full disk, a server gone) does not stop the trials, which
+    may be hours of GPU each: the callback says so once and goes on, and `reconcile` completes
+    the record from Tune's at the end or on --resume."""
+
+    def __init__(self, experiment: str) -> None:
+        self.experiment = experiment
         self._tracker: StudyTracker | None = None
+        self._store_failed, self._retry_at = False, 0.0
+        self._starved_since: float | None = None  # no trial running, some waiting, since
+        self._starved_said = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tracker": None}
+        return {"experiment": self.experiment}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["experiment"])  # type: ignore[misc]
+
+    @property
+    def route(self) -> Route:
+        return _ROUTES[self.experiment]
 
     @property
     def tracker(self) -> StudyTracker:
         if self._tracker is None:
-            self._tracker = StudyTracker(self.experiment, self.tracking_uri)
-            self._tracker.parent_run_id = self.parent_run_id
+            self._tracker = StudyTracker(self.experiment, self.route.tracking_uri)
+            self._tracker.parent_run_id = self.route.parent_run_id
         return self._tracker
 
+    def _record(self, write: Callable[[], None]) -> None:
+        if self._store_failed and time.monotonic() < self._retry_at:
+            return  # a store that failed is left alone a while: each try can block minutes
+        try:
+            write()
+        except Exception as error:  # the store's: the trials must go on
+            if not self._store_failed:
+                print(f"mlflow: the store failed ({one_line(error)}); the trials go on, and "
+                      "the record is completed from Tune's when the study ends or resumes",
+                      flush=True)  # fmt: skip
+            self._store_failed, self._retry_at = True, time.monotonic() + STORE_RETRY_S
+
+    def _run(self, trial: Any, key: str = STEP_KEYS[0]) -> str:
+        tags = {METHOD_TAG: str(trial.config.get("method", "")), **self.route.tags}
+        return self.tracker.trial_run(trial.trial_id, trial.config, tags, key)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        tags = {METHOD_TAG: trial.config.get("method", ""), **self.tags}
-        self.tracker.trial_run(trial.trial_id, trial.config, tags)
+        self._record(lambda: self._run(trial))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self.on_trial_start(iteration, trials, trial)
-        # the x-axis of the metric histories: the epoch of a training, the stage of a
-        # self-distillation chain, else the report's number
-        for earlier in json.loads(result.get(EPOCH_HISTORY) or "[]"):
-            self.tracker.log_trial(trial.trial_id, earlier, step=int(earlier["epoch"]))
-        step = result.get("epoch", result.get("stage", result.get("training_iteration", 0)))
-        self.tracker.log_trial(trial.trial_id, result, step=int(step))
+        def write() -> None:
+            self._run(trial, step_key(result))
+            for report in expand(result):
+                self.tracker.log_trial(trial.trial_id, report, step=int(report[step_key(report)]))
+
+        self._record(write)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.on_trial_start(iteration, trials, trial)
         result = trial.last_result or {}
-        self.tracker.end_trial(trial.trial_id, "FINISHED", result.get("test_reliability"))
-        scores = "  ".join(f"{m} {result.get(m, float('nan')):.4f}" for m in self.objectives)
-        self._progress(trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s)")
+
+        def write() -> None:
+            self._run(trial)
+            self.tracker.end_trial(trial.trial_id, "FINISHED", result.get("test_reliability"))
+
+        self._record(write)
+        scores = "  ".join(f"{m} {result.get(m, float('nan')):.4f}" for m in self.route.objectives)
+        self._progress(trials, trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s)")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.on_trial_start(iteration, trials, trial)
-        reason = failure_reason(trial.get_pickled_error() or _error_file_text(trial.error_file))
-        self.tracker.end_trial(trial.trial_id, "FAILED", failure=reason)
-        self._progress(trial, f"FAILED: {reason} (details: {trial.error_file})")
+        reason = trial_failure(trial)
 
-    def _progress(self, trial: Any, text: str) -> None:
-        self.ended += 1
-        print(f"trial {self.ended}/{self.num_trials} {trial.trial_id} "
+        def write() -> None:
+            self._run(trial)
+            self.tracker.end_trial(trial.trial_id, "FAILED", failure=reason)
+
+        self._record(write)
+        self._progress(trials, trial, f"FAILED: {reason} (details: {trial.error_file})")
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        """Trials that wait for resources while none runs (an autoscaler adding nodes, or
+        never): say so every WAIT_NOTICE_S, with what they ask for and for how long."""
+        waiting = [t for t in trials if t.status == "PENDING"]
+        if not waiting or any(t.status == "RUNNING" for t in trials):
+            self._starved_since = None
+            return
+        now = time.monotonic()
+        if self._starved_since is None:
+            self._starved_since = self._starved_said = now
+        if now - self._starved_said >= WAIT_NOTICE_S:
+            self._starved_said = now
+            asks = waiting[0].placement_group_factory.required_resources
+            print(f"ray: {len(waiting)} trials have waited {(now - self._starved_since) / 60:.0f} "
+                  f"min for resources; each asks {asks} (Ctrl-C stops the study)", flush=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._tracker is not None:  # an interrupted study's unfinished trials, too
+            self._record(self._tracker.flush_all)
+
+    def _progress(self, trials: list, trial: Any, text: str) -> None:
+        # the trial that ends now may not carry its final status yet
+        ended = sum(t.status in FINISHED_STATES for t in trials if t is not trial) + 1
+        print(f"trial {ended}/{self.route.num_trials} {trial.trial_id} "
               f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip
+
+
+def expand(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A report and the earlier epochs it carries (batched reports), in order."""
+    earlier = json.loads(result.get(EPOCH_HISTORY) or "[]")
+    return [*earlier, {k: v for k, v in result.items() if k != EPOCH_HISTORY}]
+
+
+def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[str, Any]]:
+    """Every report Tune stored for a trial (its result.json), expanded, each step once (a
+    trial restarted from a checkpoint reports again the epochs after it: the first count)."""
+    try:
+        with filesystem.open_input_stream(f"{trial.path}/result.json") as stream:
+            lines = stream.readall().decode().splitlines()
+    except (FileNotFoundError, OSError):
+        return []
+    reports: dict[int, dict[str, Any]] = {}
+    for line in filter(None, lines):
+        for report in expand(json.loads(line)):
+            reports.setdefault(int(report.get(step_key(report), 0)), report)
+    return [reports[step] for step in sorted(reports)]
+
+
+def reconcile(trials: Iterable[Any], filesystem: pyarrow.fs.FileSystem, tracker: StudyTracker,
+              tags: Mapping[str, str]) -> int:  # fmt: skip
+    """Make every trial's child run complete from what Tune stored for it: the reports a killed
+    driver had buffered, the whole record when the study resumes into another store, the end
+    of a trial that finished while no driver was listening. Writes only what is missing;
+    returns how many reports it wrote. A child run of a trial Tune does not know (the driver
+    died after starting it, before Tune saved its state) is tagged an orphan."""
+    written = 0
+    known = tracker.trial_runs()
+    trials = list(trials)
+    for trial_id in set(known) - {trial.trial_id for trial in trials}:
+        tracker.mark_orphan(known[trial_id])
+    for trial in trials:
+        reports = stored_reports(trial, filesystem)
+        if not reports and trial.status not in FINISHED_STATES and trial.trial_id not in known:
+            continue  # never started: nothing to record
+        key = step_key(reports[0]) if reports else STEP_KEYS[0]
+        run_tags = {METHOD_TAG: str(trial.config.get("method", "")), **tags}
+        run_id = tracker.trial_run(trial.trial_id, trial.config, run_tags, key)
+        logged = tracker.logged_steps(run_id, key)
+        for report in reports:
+            step = int(report.get(key, 0))
+            if step not in logged:
+                tracker.log_trial(trial.trial_id, report, step=step)
+                written += 1
+        tracker.flush(trial.trial_id)
+        # a trial still running when the study stopped is KILLED until --resume continues it
+        ended = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(trial.status, "KILLED")
+        if tracker.run_status(run_id) != ended:
+            reason = trial_failure(trial) if ended == "FAILED" else None
+            last = reports[-1] if reports else {}
+            tracker.end_trial(trial.trial_id, ended, last.get("test_reliability"), reason)
+    return written

@@ -10,13 +10,17 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kdtune.config import ConfigError, StudySpec
+from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, StudySpec, one_line
 from kdtune.hparams import format_value
+
+_T = TypeVar("_T")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -241,6 +245,32 @@ def fail(message: str) -> SystemExit:
     return SystemExit(2)
 
 
+def guarded(run: Callable[[], _T]) -> _T:
+    """Run a study as a command does, ending in one line, never a traceback: bad input, exit
+    status 2; an interrupted study and how to continue it, 130 (as for Ctrl-C); anything else,
+    1, with the traceback kept in a file for a bug report."""
+    try:
+        return run()
+    except ConfigError as error:
+        raise fail(str(error)) from None
+    except StudyInterrupted as stopped:
+        print(f"kdtune: {stopped}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        message = str(error) if isinstance(error, StudyFailed) else one_line(error)
+        print(f"kdtune: error: {message}{_traceback_note()}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _traceback_note() -> str:
+    path = Path(tempfile.gettempdir()) / f"kdtune-error-{os.getpid()}.txt"
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError:  # a full disk: the line alone must do
+        return ""
+    return f" (traceback: {path})"
+
+
 def run_study_script(
     spec: StudySpec, smoke: StudySpec, argv: Sequence[str] | None = None, description: str = "",
     report: Callable[[StudySpec, Any], Any] | None = None,
@@ -253,28 +283,35 @@ def run_study_script(
     )
     add_study_flags(parser, spec, smoke)
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> Any:
         study_spec = spec_from_args(args, spec, smoke)
         from kdtune.study import run_study
 
         result = run_study(study_spec, resume=args.resume, tracking_uri=args.tracking_uri)
         return report(study_spec, result) if report is not None else result
-    except ConfigError as error:
-        raise fail(str(error)) from None
+
+    return guarded(run)
 
 
 def _run(args: argparse.Namespace) -> None:
     try:
         with open(args.spec, "rb") as handle:
             raw = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise fail(f"spec file {args.spec!r}: {error}") from None
-    try:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error)
+        raise fail(f"spec file {args.spec!r}: {reason}; give a TOML file of StudySpec "
+                   "fields (README)") from None  # fmt: skip
+    if not raw:
+        raise fail(f"spec file {args.spec!r} is empty; give at least `name` and `methods` "
+                   "(README), or run a study script for its defaults")  # fmt: skip
+
+    def run() -> None:
         from kdtune.study import run_study
 
         run_study(StudySpec.from_dict(raw), resume=args.resume, tracking_uri=args.tracking_uri)
-    except ConfigError as error:
-        raise fail(str(error)) from None
+
+    guarded(run)
 
 
 def _pareto(args: argparse.Namespace) -> None:
@@ -287,8 +324,12 @@ def _pareto(args: argparse.Namespace) -> None:
         path = path / "results.parquet"
     if not path.exists():
         raise fail(f"results: no file {str(path)!r}; give a study folder or its results.parquet")
-    table = results.read_table(path)
-    front = table.filter(table["pareto"])
+    try:
+        table = results.read_table(path)
+        front = table.filter(table["pareto"])
+    except Exception as error:  # damaged, or not a kdtune table
+        raise fail(f"results: cannot read {str(path)!r} as a kdtune results table "
+                   f"({one_line(error)}); run the study with --resume to write it again") from None
     print(format_tables(table, front, declarations(), front_title="Pareto front").lstrip("\n"))
 
 

@@ -23,6 +23,31 @@ class ConfigError(ValueError):
     """Bad user input: the message names the field and the fix."""
 
 
+class StudyInterrupted(Exception):
+    """The study stopped before every trial ended (Ctrl-C, SIGTERM): what finished is kept, and
+    the same command with --resume continues it."""
+
+
+class StudyFailed(Exception):
+    """The study stopped on an error around its trials (a full disk, a store that went away):
+    what Tune finished is kept, and once the cause is fixed --resume continues."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one readable line: its own cause (the "(sqlite3.OperationalError) ..."
+    line of a database error, not the SQL around it), and what to do about a full disk."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback"):  # an error carrying another's traceback
+        lines = lines[-1:]
+    cause = next((line for line in lines if line.startswith("(") and "Error)" in line), None)
+    text = cause or f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    if getattr(error, "errno", None) == 28 or any(
+        sign in str(error) for sign in ("No space left", "disk is full")
+    ):  # fmt: skip
+        text += " (the disk is full: free some space)"
+    return text[:300]
+
+
 def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
@@ -45,6 +70,7 @@ def _check_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
 
 
 AUTO_ON_OFF = ("auto", "on", "off")
+MAX_NAME = 100
 
 
 def _shown(value: Any, limit: int = 80) -> str:
@@ -187,6 +213,8 @@ class StudySpec:
         if self.name in ("", ".", "..") or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ConfigError(f"name: use letters, digits, '-', '_' or '.' (not '.' or '..'), "
                               f"got {_shown(self.name)}")  # fmt: skip
+        if len(self.name) > MAX_NAME:  # it names a folder and an MLflow experiment
+            raise ConfigError(f"name: at most {MAX_NAME} characters, got {len(self.name)}")
         if not self.methods:
             raise ConfigError("methods: list at least one method")
         if len(set(self.methods)) != len(self.methods):

@@ -67,12 +67,12 @@ def mark_front(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]
 
 
 def write_outcome(
-    spec: StudySpec, grid: Any, tracker: StudyTracker, storage: StudyStorage,
+    spec: StudySpec, trials: Sequence[Any], tracker: StudyTracker, storage: StudyStorage,
     declarations: Declarations,
 ) -> tuple[pa.Table, pa.Table]:  # fmt: skip
     """Results and front to Parquet and text, Pareto tags and figures onto the parent run."""
     folder = storage.local_dir
-    rows = trial_rows(grid, tracker.trial_runs())
+    rows = trial_rows(trials, tracker.trial_runs())
     points = mark_front(rows, spec.objectives)
     table = results.to_table(rows)
     front = table.filter(pc.equal(table["pareto"], True))

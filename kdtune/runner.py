@@ -8,11 +8,18 @@ explicit configs, such as the self-distillation study) are its two callers.
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import json
 import os
+import signal
+import socket
+import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,14 +29,22 @@ import pyarrow as pa
 from ray import tune
 
 from kdtune import atomic, results
-from kdtune.callback import TrackingCallback, failure_reason
-from kdtune.config import ConfigError
+from kdtune.callback import (
+    FINISHED_STATES,
+    Route,
+    TrackingCallback,
+    reconcile,
+    route,
+    trial_failure,
+)
+from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
 from kdtune.search import points_searcher
 from kdtune.storage import StudyStorage
-from kdtune.tracking import StudyTracker
+from kdtune.tracking import StudyTracker, check_store, choose_store
 from kdtune.trainable import EPOCH_HISTORY
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+TRACKING_URI_FILE = "mlflow_tracking_uri"
 _T = TypeVar("_T")
 Log = Callable[[str], None]
 
@@ -88,19 +103,45 @@ def on_cluster() -> bool:
     )
 
 
-def init_ray(gpus_per_trial: float, log: Log) -> None:
+def _autoscaling() -> bool:
+    """Ray runs as a cluster (RAY_ADDRESS, or `ray start` on this machine) whose autoscaler may
+    add nodes; else it is this machine alone and its resources are all there will be."""
+    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
+
+
+def init_ray(log: Log) -> None:
+    """Start (or join) Ray, unless this process has already."""
     import ray
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-        else:
-            # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
-            ray.init(include_dashboard=False, log_to_driver=False)
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    else:
+        # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
+        ray.init(include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
     log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
-    if gpus_per_trial > 0 and not resources.get("GPU"):
-        log("ray: no GPU in the cluster yet; trials wait until the autoscaler adds GPU workers")
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> None:
+    """A trial that asks for more than Ray has would wait forever: on a fixed machine that is an
+    input error; on an autoscaling cluster it is what the autoscaler is for, so say so."""
+    import ray
+
+    total = ray.cluster_resources()
+    for field, key, asked in (("cpus_per_trial", "CPU", cpus_per_trial),
+                              ("gpus_per_trial", "GPU", gpus_per_trial)):  # fmt: skip
+        have = total.get(key, 0.0)
+        if asked <= have:
+            continue
+        if _autoscaling():
+            log(f"ray: a trial needs {asked:g} {key}s and the cluster has {have:g} now; trials "
+                "wait until the autoscaler adds nodes (Ctrl-C stops the study)")
+            continue
+        raise ConfigError(f"{field}: a trial asks for {asked:g} {key}s, but this machine's Ray "
+                          f"has {have:g}; ask for at most {have:g} (--{field.replace('_', '-')}) "
+                          "or run on a cluster")  # fmt: skip
 
 
 def on_study_device(
@@ -114,6 +155,7 @@ def on_study_device(
         return functools.partial(work, device=device, log=log)
     import ray
 
+    init_ray(log)
     remote = ray.remote(num_cpus=1, num_gpus=1)(work)
 
     def run(*args: Any, **kwargs: Any) -> _T:
@@ -145,6 +187,87 @@ def check_writable(folder: Path) -> None:
                           "choose a writable folder with --storage") from None  # fmt: skip
 
 
+@contextmanager
+def study_lock(folder: Path, name: str) -> Iterator[None]:
+    """Hold the study folder for this process: a second study of the same name in the same
+    folder would share Tune's state and overwrite the results. The OS releases the lock when
+    the process ends, however it ends, so a crashed study can be resumed at once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"name: study {name!r} is running already in {folder} ({holder}); "
+                              "wait for it to end, or give this one another --name") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_resume_safe(storage: StudyStorage) -> None:
+    """--resume unpickles Tune's state (tuner.pkl, the searcher's state) from the study folder,
+    so whoever can write there can run code as the user: refuse a local folder, or a file in
+    it, that another user owns or that group or others may write."""
+    if storage.remote:
+        return
+    folder = Path(storage.experiment_path)
+    if not folder.exists():
+        return
+    for path in (Path(storage.root), folder, *(p for p in folder.iterdir() if p.is_file())):
+        info = path.stat()
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if info.st_uid != os.getuid() or writable:
+            why = "another user owns it" if info.st_uid != os.getuid() else (
+                f"group or others may write it (mode {stat.filemode(info.st_mode)})")
+            raise ConfigError(f"storage_path: will not resume from {path}: {why}, and --resume "
+                              "loads pickled state from the study folder, which would run code "
+                              "as you; `chmod go-w` it (and check what is in it), or start the "
+                              "study anew without --resume")  # fmt: skip
+
+
+def check_tune_state(storage: StudyStorage, log: Log) -> None:
+    """Tune writes its experiment state in place, so a disk that fills up can cut it short, and
+    Tune then restarts the study from nothing. Set a damaged state aside when an older one is
+    there to fall back on; else say that this study cannot resume."""
+    folder = Path(storage.experiment_path)
+    states = sorted(folder.glob("experiment_state-*.json")) if not storage.remote else []
+    while states:
+        latest = states.pop()
+        try:
+            json.loads(latest.read_text())
+            return
+        except (ValueError, UnicodeDecodeError):
+            if not states:
+                raise ConfigError(f"storage_path: Tune's saved state {latest} is cut short (a "
+                                  "disk that filled up while Tune wrote it?), so this study "
+                                  "cannot resume; run it anew under another --name (what "
+                                  "finished is in results.parquet and MLflow)") from None
+            latest.rename(latest.with_name(latest.name + ".damaged"))
+            log(f"study: {latest.name} is cut short; resuming from the state saved before it")
+
+
+def prepare_storage(
+    storage_path: str, name: str, tracking_uri: str | None, resume: bool, log: Log
+) -> tuple[StudyStorage, str]:  # fmt: skip
+    """The study's folder (writable, and safe to resume from) and its MLflow store
+    (`tracking.choose_store`), both checked before anything starts."""
+    storage = StudyStorage.of(storage_path, name)
+    if resume:
+        check_resume_safe(storage)
+        check_tune_state(storage, log)
+    recorded = storage.read_text(TRACKING_URI_FILE) if resume else None
+    uri = check_store(choose_store(tracking_uri, recorded.strip() if recorded else None))
+    check_writable(storage.local_dir)
+    return storage, uri
+
+
 @dataclass(frozen=True)
 class OpenStudy:
     storage: StudyStorage
@@ -156,18 +279,25 @@ class OpenStudy:
 
 def open_study(
     name: str, storage: StudyStorage, params: Mapping[str, Any], *, resume: bool,
-    tracking_uri: str | None, log: Log,
+    tracking_uri: str, log: Log,
 ) -> OpenStudy:  # fmt: skip
-    """The study's MLflow parent run, re-opened on resume (its id is kept beside the results)."""
+    """The study's MLflow parent run, re-opened on resume (its id and store are kept beside the
+    results). A resumed study whose store does not hold its parent run (another
+    --tracking-uri, a copied folder) is recorded anew there, finished trials included."""
     tracker = StudyTracker(name, tracking_uri)
-    saved_parent = storage.read_text(PARENT_RUN_FILE) if resume else None
-    previous = saved_parent.strip() if saved_parent else None
+    saved = storage.read_text(PARENT_RUN_FILE) if resume else None
     tags = environment_tags()
-    parent_id = tracker.start_study(name, params, tags, resume_run_id=previous)
+    resumed = bool(saved) and tracker.reopen_study(saved.strip())
+    if saved and not resumed:
+        log(f"mlflow: the parent run {saved.strip()} of {name!r} is not in {tracking_uri}; "
+            "recording the study there anew (finished trials are copied from Tune's records)")
+    parent_id = tracker.parent_run_id if resumed else tracker.start_study(name, params, tags)
+    assert parent_id is not None
     atomic.write_text(storage.local_dir / PARENT_RUN_FILE, parent_id)
-    storage.publish(storage.local_dir / PARENT_RUN_FILE)
+    atomic.write_text(storage.local_dir / TRACKING_URI_FILE, tracking_uri)
+    storage.publish(storage.local_dir / PARENT_RUN_FILE, storage.local_dir / TRACKING_URI_FILE)
     log(f"mlflow: parent run {parent_id} in experiment {name!r} at {tracker.tracking_uri}")
-    return OpenStudy(storage, tracker, parent_id, tags, previous is not None)
+    return OpenStudy(storage, tracker, parent_id, tags, resumed)
 
 
 def trial_folder(trial: Any) -> str:
@@ -195,6 +325,8 @@ def _tuner(
     if resume and tune.Tuner.can_restore(path):
         log(f"study: resuming from {path}")
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    if resume:
+        log(f"study: nothing to resume at {path}; starting the study")
     return tune.Tuner(
         trainable,
         tune_config=tune_config,
@@ -212,33 +344,85 @@ def _tuner(
 def fit_trials(
     study: OpenStudy, name: str, trainable: Any, tune_config: tune.TuneConfig,
     objectives: Sequence[str], *, resume: bool, max_failures: int, log: Log,
-    post_process: Callable[[Any], _T],
+    post_process: Callable[[list[Any]], _T],
 ) -> _T:  # fmt: skip
-    """Run the trials with the MLflow callback, post-process the ResultGrid, close the parent
-    run as FINISHED, or FAILED if anything raised."""
-    callback = TrackingCallback(name, study.tracker.tracking_uri, study.parent_id, study.tags,
-                                objectives, tune_config.num_samples)  # fmt: skip
-    status = "FAILED"
+    """Run the trials with the MLflow callback, complete every trial's record from Tune's
+    (`callback.reconcile`), post-process Tune's trials, and close the parent run: FINISHED,
+    KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised."""
+    route(name, Route(study.tracker.tracking_uri, study.parent_id, study.tags, objectives,
+                      tune_config.num_samples))  # fmt: skip
+    status, unfinished = "FAILED", 0
     try:
-        tuner = _tuner(name, trainable, tune_config, callback, study.storage, resume=resume,
-                       max_failures=max_failures, log=log)  # fmt: skip
-        outcome = post_process(tuner.fit())
-        status = "FINISHED"
-    finally:
+        with _sigterm_stops_tune():
+            tuner = _tuner(name, trainable, tune_config, TrackingCallback(name), study.storage,
+                           resume=resume, max_failures=max_failures, log=log)  # fmt: skip
+            grid = tuner.fit()
+        trials = _trials(grid)
+        written = reconcile(trials, grid.filesystem, study.tracker, study.tags)
+        if written:
+            log(f"mlflow: wrote {written} reports the record lacked, from Tune's own records")
+        outcome = post_process(trials)
+        unfinished = tune_config.num_samples - sum(t.status in FINISHED_STATES for t in trials)
+        status = "KILLED" if unfinished else "FINISHED"
         study.tracker.end_study(status)
+    except KeyboardInterrupt:
+        _quietly(study.tracker.end_study, "KILLED")
+        raise StudyInterrupted(f"{name}: stopped before its trials ended; run the same "
+                               "command with --resume to continue it") from None  # fmt: skip
+    except Exception as error:
+        _quietly(study.tracker.end_study, "FAILED")  # the store may be what failed
+        raise StudyFailed(f"{name}: {one_line(error)}; what Tune finished is kept: fix that "
+                          "and run the same command with --resume") from error  # fmt: skip
+    if unfinished:
+        raise StudyInterrupted(f"{name}: interrupted with {unfinished} of "
+                               f"{tune_config.num_samples} trials unfinished (results.parquet "
+                               "marks them UNFINISHED); run the same command with --resume to "
+                               "continue it")  # fmt: skip
     return outcome
 
 
-def trial_rows(grid: Any, run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per trial of a ResultGrid: its config, its last metrics, status and run id."""
+def _trials(grid: Any) -> list[Any]:
+    """Tune's trials of a finished fit, with their statuses (a ResultGrid's results have none),
+    in the order Tune created them: the fit's own trial objects, which a full disk cannot have
+    truncated; if a Ray release hides them, read back from the experiment's saved state."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    if analysis is None:
+        analysis = tune.ExperimentAnalysis(grid.experiment_path,
+                                           storage_filesystem=grid.filesystem)  # fmt: skip
+    return list(analysis.trials)
+
+
+def _quietly(action: Callable[..., Any], *args: Any) -> None:
+    """Best effort, on the way out of an error that is reported already (which the user sees)."""
+    with suppress(Exception):
+        action(*args)
+
+
+@contextmanager
+def _sigterm_stops_tune() -> Iterator[None]:
+    """SIGTERM (a job scheduler, a closed session) stops the study as Ctrl-C does: Tune saves
+    its state and the record says the study was interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per Tune trial: its config, its last metrics, its status (TERMINATED, ERROR, or
+    UNFINISHED for a trial an interrupted study left running) and its child run's id."""
     rows = []
-    for result in grid:
-        trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        metrics = {k: v for k, v in result.metrics.items() if k != EPOCH_HISTORY}
-        rows.append({**result.config, **metrics, "trial_id": trial_id,
-                     "status": "ERROR" if result.error else "TERMINATED",
-                     "error": failure_reason(result.error) if result.error else None,
-                     "mlflow_run_id": run_ids.get(trial_id)})  # fmt: skip
+    for trial in trials:
+        metrics = {k: v for k, v in (trial.last_result or {}).items()
+                   if k not in (EPOCH_HISTORY, "config")}  # fmt: skip
+        status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
+        rows.append({**trial.config, **metrics, "trial_id": trial.trial_id, "status": status,
+                     "error": trial_failure(trial) if status == "ERROR" else None,
+                     "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
     return rows
 
 
@@ -264,15 +448,28 @@ def run_trials(
     """Any Ray Tune function trainable over an explicit list of configs, with run_study's
     handling of Ray, MLflow (parent run with `params`, a child run per trial), resume and the
     Parquet table; there is no teacher, search or Pareto front."""
-    storage = StudyStorage.of(storage_path, name)
-    check_writable(storage.local_dir)
-    init_ray(0, log)
-    study = open_study(name, storage, params, resume=resume, tracking_uri=tracking_uri, log=log)
+    storage, uri = prepare_storage(storage_path, name, tracking_uri, resume, log)
+    with study_lock(storage.local_dir, name):
+        init_ray(log)
+        check_resources(cpus_per_trial, 0, log)
+        study = open_study(name, storage, params, resume=resume, tracking_uri=uri, log=log)
+        return _fit_points(study, name, trainable, points, resume=resume,
+                           max_concurrent_trials=max_concurrent_trials,
+                           cpus_per_trial=cpus_per_trial, progress_metrics=progress_metrics,
+                           log=log)  # fmt: skip
+
+
+def _fit_points(
+    study: OpenStudy, name: str, trainable: Callable[[dict[str, Any]], None],
+    points: Sequence[Mapping[str, Any]], *, resume: bool, max_concurrent_trials: int,
+    cpus_per_trial: float, progress_metrics: Sequence[str], log: Log,
+) -> StudyResult:  # fmt: skip
+    storage = study.storage
     tune_config = trials_config(points_searcher([dict(p) for p in points]), len(points),
                                 max_concurrent_trials)  # fmt: skip
 
-    def post_process(grid: Any) -> pa.Table:
-        table = results.to_table(trial_rows(grid, study.tracker.trial_runs()))
+    def post_process(trials: list[Any]) -> pa.Table:
+        table = results.to_table(trial_rows(trials, study.tracker.trial_runs()))
         results.write_table(table, storage.local_dir / "results.parquet")
         study.tracker.log_study_artifacts([storage.local_dir / "results.parquet"])
         storage.publish(storage.local_dir / "results.parquet")

@@ -29,14 +29,16 @@ from kdtune.runner import (
     Log,
     OpenStudy,
     StudyResult,
-    check_writable,
+    check_resources,
     closing_lines,
     fit_trials,
     init_ray,
     on_cluster,
     on_study_device,
     open_study,
+    prepare_storage,
     ship_by_value,
+    study_lock,
     trials_config,
 )
 from kdtune.search import make_scheduler, make_searcher, resolve
@@ -178,33 +180,41 @@ def _trainable(spec: StudySpec, data: DatasetBundle, teacher: Teacher | None,
 
 def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device: str,
              log: Log) -> StudyResult:  # fmt: skip
-    """One study (a search or a grid), without the seed check."""
+    """One study (a search or a grid), without the seed check: every check that the input
+    allows runs before data, teacher or Ray; the study folder is held until the end."""
     validate_spec(spec)
     data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
-    storage = StudyStorage.of(spec.storage_path, spec.name)
-    check_writable(storage.local_dir)
-    log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
-        f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
-    init_ray(spec.gpus_per_trial, log)
-    teacher, logits = _teacher(spec, data, storage, device, log)
-    study = open_study(spec.name, storage, dataclasses.asdict(spec), resume=resume,
-                       tracking_uri=tracking_uri, log=log)  # fmt: skip
-    if teacher is not None and not study.resumed:
-        _record_teacher(study, teacher, spec)
+    storage, uri = prepare_storage(spec.storage_path, spec.name, tracking_uri, resume, log)
+    with study_lock(storage.local_dir, spec.name):
+        log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
+            f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
+        teacher, logits = _teacher(spec, data, storage, device, log)
+        init_ray(log)
+        check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
+        study = open_study(spec.name, storage, dataclasses.asdict(spec), resume=resume,
+                           tracking_uri=uri, log=log)  # fmt: skip
+        if teacher is not None and not study.resumed:
+            _record_teacher(study, teacher, spec)
+        return _fit_study(spec, study, data, teacher, logits, resume=resume, log=log)
+
+
+def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: Teacher | None,
+               logits: torch.Tensor | None, *, resume: bool, log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
     tune_config = trials_config(make_searcher(spec, declarations), spec.trial_count,
                                 spec.max_concurrent_trials, make_scheduler(spec))  # fmt: skip
     log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
-    table, front = fit_trials(
-        study, spec.name, _trainable(spec, data, teacher, logits), tune_config,
-        [m for m, _ in spec.objectives], resume=resume, max_failures=spec.max_failures, log=log,
-        post_process=lambda grid: write_outcome(spec, grid, study.tracker, storage, declarations),
-    )  # fmt: skip
     objectives = [m for m, _ in spec.objectives]
+    table, front = fit_trials(
+        study, spec.name, _trainable(spec, data, teacher, logits), tune_config, objectives,
+        resume=resume, max_failures=spec.max_failures, log=log,
+        post_process=lambda trials: write_outcome(spec, trials, study.tracker, study.storage,
+                                                  declarations),
+    )  # fmt: skip
     log(format_tables(table, front, declarations, front_title=f"Pareto front over {objectives}"))
-    log(closing_lines(storage.local_dir, study.tracker.tracking_uri))
-    return StudyResult(table, front, storage.local_dir, study.parent_id,
-                       teacher.metrics if teacher else {}, storage,
+    log(closing_lines(study.storage.local_dir, study.tracker.tracking_uri))
+    return StudyResult(table, front, study.storage.local_dir, study.parent_id,
+                       teacher.metrics if teacher else {}, study.storage,
                        study.tracker.tracking_uri)  # fmt: skip
 
 

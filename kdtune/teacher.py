@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,17 +59,39 @@ def recipe_key(data: DatasetBundle, model_name: str, recipe: Recipe, seed: int) 
 
 
 def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
+    """A cached teacher, or one ConfigError that names the file (never torch's hint to load it
+    with weights_only=False: a file that weights_only refuses is exactly what not to run)."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(model_name, data.num_classes, data.in_shape)
-        model.load_state_dict(saved["state_dict"])
-    except Exception as error:  # any unreadable or mismatched file gets the same advice
-        raise ConfigError(
-            f"teacher checkpoint {str(path)!r} is corrupt or is not a {model_name!r} for "
-            f"{data.num_classes} classes ({type(error).__name__}: {str(error)[:200]}); "
-            f"delete it to retrain the teacher"
-        ) from None
+        with warnings.catch_warnings():  # torch's, about the file it is about to refuse
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        state = saved["state_dict"]
+    except Exception as error:  # unreadable, not a checkpoint of ours
+        raise ConfigError(f"teacher checkpoint {str(path)!r} cannot be read "
+                          f"({type(error).__name__}): it is corrupt or not kdtune's; delete it "
+                          "to retrain the teacher") from None  # fmt: skip
+    model = build_model(model_name, data.num_classes, data.in_shape)
+    mismatch = first_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ConfigError(f"teacher checkpoint {str(path)!r} is not a {model_name!r} for "
+                          f"{data.num_classes} classes ({mismatch}); delete it to retrain the "
+                          "teacher")  # fmt: skip
+    model.load_state_dict(state)
     return saved
+
+
+def first_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str | None:
+    """The first key in which a state dict differs from a model's: missing, unexpected, or of
+    another shape; None if they fit."""
+    for key, value in expected.items():
+        if key not in found:
+            return f"key {key!r} is missing"
+        item = found[key]
+        if not isinstance(item, torch.Tensor) or item.shape != value.shape:
+            has = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
+            return f"key {key!r} is {has}, the model's is {tuple(value.shape)}"
+    extra = next((key for key in found if key not in expected), None)
+    return f"unexpected key {extra!r}" if extra else None
 
 
 def _evaluate(

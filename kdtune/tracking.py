@@ -10,21 +10,40 @@ working folder), so `mlflow ui` started there shows the study.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sqlite3
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from kdtune import plots
+from kdtune.config import ConfigError
+
+# MLflow's database layer logs every failed write with its traceback before raising it; kdtune
+# reports each such error itself, in one line (callback.TrackingCallback, cli.guarded).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+# A tracking server that stops answering would stall the driver (through which every trial
+# report passes) for minutes per call with MLflow's defaults (7 retries, 120 s timeout): fail
+# fast instead; the callback then leaves the store alone a while and the record is completed
+# from Tune's at the end or on --resume. The user's own settings win.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 TRIAL_TAG = "kdtune.trial_id"
 METHOD_TAG = "kdtune.method"
+# on a child run whose trial Tune never saved: the driver died after starting it
+ORPHAN_TAG = "kdtune.orphan"
 FLUSH_SECONDS = 5.0  # a trial's metrics reach MLflow at most this late (and at its end)
 
 
@@ -58,6 +77,65 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def choose_store(given: str | None, recorded_in: str | None) -> str:
+    """A study's tracking URI: the one given (--tracking-uri, else MLFLOW_TRACKING_URI); when
+    neither is and the study was recorded before (`recorded_in`, on --resume), that store if it
+    is still there, so a study resumed from another working folder stays in one store; else
+    MLflow's default (sqlite mlflow.db in the working folder)."""
+    if given:
+        return given
+    if recorded_in and not os.environ.get("MLFLOW_TRACKING_URI"):
+        local = recorded_in.removeprefix("sqlite:///").removeprefix("file://")
+        if recorded_in.startswith(("http://", "https://")) or Path(local).exists():
+            return recorded_in
+    return mlflow.get_tracking_uri()
+
+
+def check_store(tracking_uri: str | None) -> str:
+    """The tracking URI the study will use, checked before anything starts: a server that does
+    not answer within seconds, an unknown scheme or a file that is not an MLflow store is one
+    ConfigError naming the URI and the fix (MLflow itself retries for minutes, then tracebacks)."""
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                pass
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConfigError(f"tracking_uri: no MLflow server answers at {uri} ({reason}); "
+                              "start it (`kdtune ui` serves this folder's store) or give "
+                              "another --tracking-uri") from None  # fmt: skip
+        return uri
+    if uri.startswith("sqlite:///"):
+        _check_sqlite_store(Path(uri.removeprefix("sqlite:///")), uri)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # an unknown scheme, a corrupt file, a foreign database...
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ConfigError(f"tracking_uri: cannot use the MLflow store {uri} "
+                          f"({type(error).__name__}: {first}); give an MLflow sqlite:///FILE.db, "
+                          "an empty folder or an http(s):// server") from None  # fmt: skip
+    return uri
+
+
+def _check_sqlite_store(path: Path, uri: str) -> None:
+    """MLflow adds its tables to any SQLite file it is given: refuse a database of something
+    else (and a file that is no database) rather than write the record into it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            tables = {row[0] for row in connection.execute(
+                "select name from sqlite_master where type = 'table'")}  # fmt: skip
+    except sqlite3.DatabaseError as error:
+        raise ConfigError(f"tracking_uri: {uri} is not an SQLite database ({error}); give "
+                          "another file, or move this one away") from None  # fmt: skip
+    if tables and "experiments" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise ConfigError(f"tracking_uri: {uri} is a database of something else (tables "
+                          f"{shown}), not an MLflow store; give another file") from None
+
+
 class StudyTracker:
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
@@ -68,8 +146,12 @@ class StudyTracker:
         )
         self.parent_run_id: str | None = None
         self._trial_runs: dict[str, str] = {}
-        self._pending: dict[str, list[Metric]] = {}  # trial id -> metrics not yet written
+        # trial id -> reports not yet written, each a list of metrics at one step
+        self._pending: dict[str, list[list[Metric]]] = {}
         self._flushed: dict[str, float] = {}  # trial id -> monotonic time of its last write
+        # trial id -> the last step logged: a trial restarted from a checkpoint, or resumed,
+        # reports again the epochs after its checkpoint; each step is logged once
+        self._logged_through: dict[str, int] = {}
 
     @classmethod
     def of_run(cls, tracking_uri: str, parent_run_id: str) -> StudyTracker:
@@ -80,22 +162,25 @@ class StudyTracker:
         tracker.parent_run_id = parent_run_id
         return tracker
 
-    def start_study(
-        self,
-        name: str,
-        params: Mapping[str, Any],
-        tags: Mapping[str, str],
-        resume_run_id: str | None = None,
-    ) -> str:
-        """Open (or re-open, on resume) the parent run; returns its id."""
-        if resume_run_id is not None:
-            self.parent_run_id = resume_run_id
-            self.client.update_run(resume_run_id, status="RUNNING")
-            return resume_run_id
+    def start_study(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Open a new parent run; returns its id."""
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
         self.parent_run_id = run.info.run_id
         self._log(self.parent_run_id, params=flatten(params))
         return self.parent_run_id
+
+    def reopen_study(self, run_id: str) -> bool:
+        """Re-open the parent run of a resumed study; False if this store does not hold it (the
+        study was recorded elsewhere: another store, a copied folder)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.experiment_id != self.experiment_id:
+            return False
+        self.parent_run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        return True
 
     def _log(
         self,
@@ -105,7 +190,8 @@ class StudyTracker:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """One log_batch call per chunk: MLflow takes at most 1000 metrics and 100 params/tags."""
+        """One log_batch call per chunk: MLflow takes at most 1000 metrics and 100 params/tags
+        (callers keep a report's metrics in one call: `flush`)."""
         metric_list = metrics or []
         param_list = [Param(k, param_text(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
@@ -121,8 +207,11 @@ class StudyTracker:
         values = [Metric(k, v, now, 0) for k, v in scalar_metrics(metrics).items()]
         self._log(self.parent_run_id, metrics=values)
 
-    def trial_run(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """The trial's child run, found again after a restart: continued, never duplicated."""
+    def trial_run(
+        self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str], step_key: str
+    ) -> str:  # fmt: skip
+        """The trial's child run, found again after a restart: continued, never duplicated.
+        `step_key` names the metric whose history tells which steps are logged already."""
         if trial_id in self._trial_runs:
             return self._trial_runs[trial_id]
         assert self.parent_run_id is not None
@@ -133,7 +222,9 @@ class StudyTracker:
         )
         if existing:
             run_id = existing[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            if existing[0].info.status != "FINISHED":
+                self.client.update_run(run_id, status="RUNNING")
+            self._logged_through[trial_id] = max(self.logged_steps(run_id, step_key), default=-1)
         else:
             run_tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial_id, **tags}
             run = self.client.create_run(
@@ -145,6 +236,18 @@ class StudyTracker:
             self._log(run_id, params=params)
         self._trial_runs[trial_id] = run_id
         return run_id
+
+    def mark_orphan(self, run_id: str) -> None:
+        """A child run whose trial Tune does not know: tagged, and KILLED if it was running."""
+        self.client.set_tag(run_id, ORPHAN_TAG, "true")
+        if self.run_status(run_id) == "RUNNING":
+            self.client.set_terminated(run_id, status="KILLED")
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
 
     def trial_runs(self) -> dict[str, str]:
         """trial id -> child run id, read back from the store (covers resumed studies)."""
@@ -158,19 +261,34 @@ class StudyTracker:
         }
 
     def log_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        """Buffer a report; write the trial's buffer every FLUSH_SECONDS (one call for many
-        epochs keeps the driver, which every report passes through, off the critical path)."""
+        """Buffer a report (unless its step is logged already); write the trial's buffer every
+        FLUSH_SECONDS (one call for many epochs keeps the driver, which every report passes
+        through, off the critical path)."""
+        if step <= self._logged_through.get(trial_id, -1):
+            return
+        self._logged_through[trial_id] = step
         now = int(time.time() * 1000)
-        buffer = self._pending.setdefault(trial_id, [])
-        buffer += [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
+        report = [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
+        self._pending.setdefault(trial_id, []).append(report)
         if time.monotonic() - self._flushed.get(trial_id, 0.0) >= FLUSH_SECONDS:
             self.flush(trial_id)
 
     def flush(self, trial_id: str) -> None:
+        """Write the buffered reports, never splitting one across calls: a report is in the
+        store whole or not at all, so the history of any one metric tells which steps are."""
         self._flushed[trial_id] = time.monotonic()
-        pending = self._pending.pop(trial_id, [])
-        if pending:
-            self._log(self._trial_runs[trial_id], metrics=pending)
+        batch: list[Metric] = []
+        for report in self._pending.pop(trial_id, []):
+            if batch and len(batch) + len(report) > 1000:
+                self._log(self._trial_runs[trial_id], metrics=batch)
+                batch = []
+            batch += report
+        if batch:
+            self._log(self._trial_runs[trial_id], metrics=batch)
+
+    def flush_all(self) -> None:
+        for trial_id in list(self._pending):
+            self.flush(trial_id)
 
     def end_trial(
         self, trial_id: str, status: str, reliability_json: str | None = None,

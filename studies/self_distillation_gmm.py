@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from kdtune import plots, results
-from kdtune.cli import fail, float_list, int_list
-from kdtune.config import ConfigError
+from kdtune.cli import float_list, guarded, int_list
 from kdtune.selfdistill import GmmStudySpec, optimal_error_noiseless
 
 SPEC = GmmStudySpec()
@@ -123,19 +122,20 @@ def main(argv: list[str] | None = None) -> pa.Table:
              "theta": args.theta, "delta": args.delta, "stages": args.stages,
              "max_concurrent_trials": args.max_concurrent_trials,
              "storage_path": args.storage}  # fmt: skip
-    spec = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
-    try:
+
+    def run():  # -> (GmmStudySpec, kdtune.runner.StudyResult); Ray is imported inside
+        spec = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
         points = spec.points()  # validates every cell before Ray starts
         from kdtune.runner import run_trials
         from kdtune.trainable import selfdistill_trainable
 
-        result = run_trials(spec.name, selfdistill_trainable, points,
-                            params=dataclasses.asdict(spec), storage_path=spec.storage_path,
-                            tracking_uri=args.tracking_uri, resume=args.resume,
-                            max_concurrent_trials=spec.max_concurrent_trials,
-                            progress_metrics=PROGRESS)  # fmt: skip
-    except ConfigError as error:
-        raise fail(str(error)) from None
+        return spec, run_trials(spec.name, selfdistill_trainable, points,
+                                params=dataclasses.asdict(spec), storage_path=spec.storage_path,
+                                tracking_uri=args.tracking_uri, resume=args.resume,
+                                max_concurrent_trials=spec.max_concurrent_trials,
+                                progress_metrics=PROGRESS)  # fmt: skip
+
+    spec, result = guarded(run)
     files, metrics, summary = report(spec, result.table, result.study_dir)
     result.publish(files, metrics, summary=summary)
     return result.table

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from kdtune.config import Recipe
+from tests.helpers.runs import assert_complete, record
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -76,6 +77,8 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
         r["trial_id"] for r in table
     )
     assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:  # the killed trial re-ran epochs after its checkpoint: logged once
+        assert_complete(uri, child, epochs=80)
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
@@ -113,6 +116,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
             finished_before_kill.append(line.split()[2])
             if len(finished_before_kill) == 2:
                 break
+    # the same study again while this one runs: refused, the first one untouched
+    twice = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert twice.returncode == 2 and "is running already" in twice.stderr, twice.stderr[-2000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     assert len(finished_before_kill) == 2
@@ -125,19 +131,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(table) == 4 and len({r["trial_id"] for r in table}) == 4
     assert set(finished_before_kill) <= {r["trial_id"] for r in table}
     assert all(r["status"] == "TERMINATED" for r in table)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("resumable")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags]
-    children = [r for r in runs if "kdtune.trial_id" in r.data.tags]
+    parents, children = record(uri, "resumable")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(
         r["trial_id"] for r in table
     )
-    for child in children:
-        if child.data.tags["kdtune.trial_id"] in finished_before_kill:  # not trained again
-            history = client.get_metric_history(child.info.run_id, "val_acc")
-            assert [m.step for m in history] == list(range(1, 61))
+    for child in children:  # each complete, the trials finished before the kill included
+        assert_complete(uri, child, epochs=60)
 
 
 def test_hundred_short_trials_eight_at_a_time_against_one_sqlite_store(ray_local, tmp_path):
