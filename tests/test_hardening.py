@@ -248,3 +248,41 @@ def test_trials_starved_of_resources_are_announced_with_what_they_wait_for(monke
     watcher.on_step(2, [waiting, waiting])
     said = capsys.readouterr().out
     assert "ray: 2 trials have waited 0 min for resources" in said and "'GPU': 1.0" in said
+
+
+def test_resume_from_another_working_folder_stays_in_the_studys_store(ray_local, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    """The default store is mlflow.db in the working folder: resuming elsewhere (no
+    --tracking-uri) keeps recording in the store the study began in, not a new one there."""
+    import dataclasses
+
+    import studies.temperature_sweep as study
+    from kdtune.study import run_study
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir(), elsewhere.mkdir()
+    spec = dataclasses.replace(study.SMOKE, name="moved", storage_path=str(tmp_path / "ray"))
+    monkeypatch.chdir(first)
+    started = run_study(spec, log=lambda _: None)
+    monkeypatch.chdir(elsewhere)
+    resumed = run_study(spec, resume=True, log=lambda _: None)
+    assert resumed.tracking_uri == started.tracking_uri == f"sqlite:///{first / 'mlflow.db'}"
+    assert resumed.parent_run_id == started.parent_run_id
+    assert not (elsewhere / "mlflow.db").exists()
+    parents, children = record(started.tracking_uri, "moved")
+    assert len(parents) == 1 and len(children) == spec.num_samples
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user needs root")
+def test_resume_refuses_a_study_folder_with_a_file_of_another_user(tmp_path, capsys):
+    import studies.temperature_sweep as study
+
+    folder = tmp_path / "ray" / "theirs"
+    folder.mkdir(parents=True)
+    planted = folder / "searcher-state-2026-01-01_00-00-00.pkl"
+    planted.write_bytes(b"someone else's pickle")
+    os.chown(planted, 65534, 65534)
+    argv = ["--smoke-test", "--name", "theirs", "--storage", str(tmp_path / "ray"), "--resume"]
+    code, err = _main(study.main, argv, capsys)
+    assert code == 2 and f"{planted}: another user owns it" in err
