@@ -8,22 +8,28 @@ Workers never talk to MLflow: each report reaches the driver through Tune and is
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
+from kdtune.hparams import format_value
 from kdtune.tracking import METHOD_TAG, StudyTracker
 from kdtune.trainable import EPOCH_HISTORY
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
+TUNE_KEYS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag",
+                       "should_checkpoint", "warmup_time"))  # fmt: skip
 FINISHED_STATES = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that ended
 WAIT_NOTICE_S = 300.0  # how often to say that trials wait for resources
+PROGRESS_S = 30.0  # how often a study's progress line is printed into a log (not a terminal)
 STORE_RETRY_S = 120.0  # after the store failed, how long live logging waits before trying again
 
 
@@ -55,6 +61,9 @@ class Route:
     tags: Mapping[str, str]
     objectives: Sequence[str]  # the metrics each progress line shows
     num_trials: int
+    # method -> the config keys that tell its trials apart, which name the child runs
+    # ("kd T=4.2 w_kd=0.8"); "" for configs without a method
+    label_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 # experiment -> its route in this process. Tune pickles the callback with the experiment and, on
@@ -72,6 +81,85 @@ def step_key(report: Mapping[str, Any]) -> str:
     return next((key for key in STEP_KEYS if key in report), STEP_KEYS[-1])
 
 
+def own_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the trial reported, without Tune's bookkeeping (pid, timestamps, iteration
+    counters), which would bury kdtune's metrics in MLflow's column picker."""
+    keep = step_key(report)
+    return {k: v for k, v in report.items() if k == keep or k not in TUNE_KEYS}
+
+
+SHORT_NAMES = {"temperature": "T"}  # in run names, where the full name is long and familiar
+
+
+def run_name(config: Mapping[str, Any], label_keys: Mapping[str, Sequence[str]]) -> str:
+    """A child run's name, what the runs list shows: the method and the values that tell its
+    trial apart ("kd T=4.2 w_kd=0.8")."""
+    method = str(config.get("method", ""))
+    keys = label_keys.get(method, label_keys.get("", ()))
+    values = [f"{SHORT_NAMES.get(k, k)}={f'{v:.3g}' if isinstance(v, float) else format_value(v)}"
+              for k in keys if (v := config.get(k)) is not None]  # fmt: skip
+    return " ".join([method, *values]).strip() or "trial"
+
+
+class Progress:
+    """A running study's account at a steady cadence: trials done, running and waiting, each
+    running trial's epoch and latest objectives, and the time left. On a terminal it is one line
+    redrawn every second with a bar; in a log, a line every PROGRESS_S."""
+
+    def __init__(self, num_trials: int, objectives: Sequence[str], tty: bool) -> None:
+        self.num_trials, self.objectives, self.tty = num_trials, list(objectives), tty
+        self.started = time.monotonic()
+        self.said_at = self.started
+        self.done_at_start: float | None = None  # work already done when this process began
+        self.shown = False  # a bar is on screen, to be cleared before other output
+
+    def due(self) -> bool:
+        return time.monotonic() - self.said_at >= (1.0 if self.tty else PROGRESS_S)
+
+    def line(self, trials: Sequence[Any]) -> str:
+        self.said_at = time.monotonic()
+        ended = sum(t.status in FINISHED_STATES for t in trials)
+        running = [t for t in trials if t.status == "RUNNING"]
+        waiting = self.num_trials - ended - len(running)
+        now = ", ".join(self._trial_now(t) for t in running[:4])
+        left = self._time_left(trials, ended)
+        text = (f"{ended}/{self.num_trials} trials done, {len(running)} running, {waiting} to "
+                f"come{f' | {now}' if now else ''} | {_clock(self.said_at - self.started)} "
+                f"elapsed{f', about {_clock(left)} left' if left is not None else ''}")
+        if not self.tty:
+            return f"progress: {text}"
+        filled = round(20 * ended / max(self.num_trials, 1))
+        return f"[{'#' * filled}{'-' * (20 - filled)}] {text}"
+
+    def _trial_now(self, trial: Any) -> str:
+        result = trial.last_result or {}
+        epochs = trial.config.get("epochs")
+        at = f"epoch {result.get('epoch', 0)}/{epochs}" if epochs else "started"
+        scores = " ".join(f"{m} {result[m]:.4f}" for m in self.objectives if m in result)
+        return f"{trial.trial_id} {trial.config.get('method', '')} {at} {scores}".strip()
+
+    def _time_left(self, trials: Sequence[Any], ended: int) -> float | None:
+        """From the work done since this process began: epochs where trials have them (a
+        finished trial counts all of its own), else whole trials."""
+        epochs = next((t.config.get("epochs") for t in trials if t.config.get("epochs")), None)
+        if epochs:
+            done = sum(epochs if t.status in FINISHED_STATES else
+                       (t.last_result or {}).get("epoch", 0) for t in trials)  # fmt: skip
+            total = epochs * self.num_trials
+        else:
+            done, total = ended, self.num_trials
+        if self.done_at_start is None:
+            self.done_at_start = done
+        rate = (done - self.done_at_start) / max(time.monotonic() - self.started, 1e-9)
+        return (total - done) / rate if rate > 0 else None
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
 class TrackingCallback(tune.Callback):
     """Forwards every trial event to MLflow from the driver. Tune pickles it for resume; only the
     experiment's name goes in the pickle (see `_ROUTES`).
@@ -86,6 +174,7 @@ class TrackingCallback(tune.Callback):
         self._store_failed, self._retry_at = False, 0.0
         self._starved_since: float | None = None  # no trial running, some waiting, since
         self._starved_said = 0.0
+        self._progress_line: Progress | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"experiment": self.experiment}
@@ -117,8 +206,7 @@ class TrackingCallback(tune.Callback):
             self._store_failed, self._retry_at = True, time.monotonic() + STORE_RETRY_S
 
     def _run(self, trial: Any, key: str = STEP_KEYS[0]) -> str:
-        tags = {METHOD_TAG: str(trial.config.get("method", "")), **self.route.tags}
-        return self.tracker.trial_run(trial.trial_id, trial.config, tags, key)
+        return trial_run(self.tracker, trial, self.route, key)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._record(lambda: self._run(trial))
@@ -129,7 +217,8 @@ class TrackingCallback(tune.Callback):
         def write() -> None:
             self._run(trial, step_key(result))
             for report in expand(result):
-                self.tracker.log_trial(trial.trial_id, report, step=int(report[step_key(report)]))
+                step = int(report[step_key(report)])
+                self.tracker.log_trial(trial.trial_id, own_metrics(report), step=step)
 
         self._record(write)
 
@@ -155,6 +244,18 @@ class TrackingCallback(tune.Callback):
         self._progress(trials, trial, f"FAILED: {reason} (details: {trial.error_file})")
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._progress_line is None:
+            self._progress_line = Progress(self.route.num_trials, self.route.objectives,
+                                           sys.stdout.isatty())  # fmt: skip
+        progress = self._progress_line
+        if progress.due():
+            text = progress.line(trials)
+            print(f"\r\033[K{text}" if progress.tty else text, end="" if progress.tty else "\n",
+                  flush=True)  # fmt: skip
+            progress.shown = progress.tty
+        self._starved(trials)
+
+    def _starved(self, trials: list) -> None:
         """Trials that wait for resources while none runs (an autoscaler adding nodes, or
         never): say so every WAIT_NOTICE_S, with what they ask for and for how long."""
         waiting = [t for t in trials if t.status == "PENDING"]
@@ -171,10 +272,15 @@ class TrackingCallback(tune.Callback):
                   f"min for resources; each asks {asks} (Ctrl-C stops the study)", flush=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._progress_line is not None and self._progress_line.shown:
+            print("\r\033[K", end="", flush=True)
         if self._tracker is not None:  # an interrupted study's unfinished trials, too
             self._record(self._tracker.flush_all)
 
     def _progress(self, trials: list, trial: Any, text: str) -> None:
+        if self._progress_line is not None and self._progress_line.shown:
+            print("\r\033[K", end="")  # the progress bar is redrawn after this line
+            self._progress_line.shown = False
         # the trial that ends now may not carry its final status yet
         ended = sum(t.status in FINISHED_STATES for t in trials if t is not trial) + 1
         print(f"trial {ended}/{self.route.num_trials} {trial.trial_id} "
@@ -202,8 +308,16 @@ def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[s
     return [reports[step] for step in sorted(reports)]
 
 
+def trial_run(tracker: StudyTracker, trial: Any, route: Route, key: str) -> str:
+    """A Tune trial's child run: tagged with its method and the study's tags, named by its
+    configuration, its params the whole resolved config."""
+    tags = {METHOD_TAG: str(trial.config.get("method", "")), **route.tags}
+    return tracker.trial_run(trial.trial_id, trial.config, tags, key,
+                             name=run_name(trial.config, route.label_keys))  # fmt: skip
+
+
 def reconcile(trials: Iterable[Any], filesystem: pyarrow.fs.FileSystem, tracker: StudyTracker,
-              tags: Mapping[str, str]) -> int:  # fmt: skip
+              route: Route) -> int:  # fmt: skip
     """Make every trial's child run complete from what Tune stored for it: the reports a killed
     driver had buffered, the whole record when the study resumes into another store, the end
     of a trial that finished while no driver was listening. Writes only what is missing;
@@ -219,13 +333,12 @@ def reconcile(trials: Iterable[Any], filesystem: pyarrow.fs.FileSystem, tracker:
         if not reports and trial.status not in FINISHED_STATES and trial.trial_id not in known:
             continue  # never started: nothing to record
         key = step_key(reports[0]) if reports else STEP_KEYS[0]
-        run_tags = {METHOD_TAG: str(trial.config.get("method", "")), **tags}
-        run_id = tracker.trial_run(trial.trial_id, trial.config, run_tags, key)
+        run_id = trial_run(tracker, trial, route, key)
         logged = tracker.logged_steps(run_id, key)
         for report in reports:
             step = int(report.get(key, 0))
             if step not in logged:
-                tracker.log_trial(trial.trial_id, report, step=step)
+                tracker.log_trial(trial.trial_id, own_metrics(report), step=step)
                 written += 1
         tracker.flush(trial.trial_id)
         # a trial still running when the study stopped is KILLED until --resume continues it

@@ -157,6 +157,8 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: Stu
     add = parser.add_argument
     add("--smoke-test", action="store_true", help="a few seconds of training, 2 trials (CI)")
     add("--resume", action="store_true", help="continue an interrupted study of the same --name")
+    add("--verbose", action="store_true",
+        help="also show Ray's, Tune's, MLflow's and Optuna's own messages")
     for flag in FLAGS:
         extra = f"; one of {', '.join(MODELS)}" if flag.dest in ("teacher", "student") else ""
         add(flag.flag, type=flag.kind, default=None, choices=flag.choices,
@@ -286,12 +288,22 @@ def run_study_script(
 
     def run() -> Any:
         study_spec = spec_from_args(args, spec, smoke)
+        from kdtune.runner import closing_lines, set_verbosity
         from kdtune.study import run_study
 
-        result = run_study(study_spec, resume=args.resume, tracking_uri=args.tracking_uri)
-        return report(study_spec, result) if report is not None else result
+        set_verbosity(args.verbose)
+        result = run_study(study_spec, resume=args.resume, tracking_uri=args.tracking_uri,
+                           question=question_of(description))  # fmt: skip
+        reported = report(study_spec, result) if report is not None else result
+        print(closing_lines(result))  # after the study's own tables: the last word
+        return reported
 
     return guarded(run)
+
+
+def question_of(description: str) -> str:
+    """A study script's question: the first line of its docstring."""
+    return description.strip().splitlines()[0] if description.strip() else ""
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -307,9 +319,13 @@ def _run(args: argparse.Namespace) -> None:
                    "(README), or run a study script for its defaults")  # fmt: skip
 
     def run() -> None:
+        from kdtune.runner import closing_lines, set_verbosity
         from kdtune.study import run_study
 
-        run_study(StudySpec.from_dict(raw), resume=args.resume, tracking_uri=args.tracking_uri)
+        set_verbosity(args.verbose)
+        result = run_study(StudySpec.from_dict(raw), resume=args.resume,
+                           tracking_uri=args.tracking_uri, question=f"Study {args.spec}")
+        print(closing_lines(result))
 
     guarded(run)
 
@@ -395,7 +411,8 @@ def _ui(args: argparse.Namespace) -> None:
     # the mlflow of this interpreter, whether or not its venv is activated
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", uri]  # fmt: skip
-    print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops); open "
+          f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning")
     os.execvp(command[0], command)
 
 
@@ -406,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("spec", help="TOML file with StudySpec fields (see README)")
     run.add_argument("--resume", action="store_true")
     run.add_argument("--tracking-uri", default=None)
+    run.add_argument("--verbose", action="store_true")
     run.set_defaults(handler=_run)
     pareto = commands.add_parser("pareto", help="print the trials and Pareto front of a study")
     pareto.add_argument("results", help="a study folder (ray_results/NAME) or its results.parquet")

@@ -197,6 +197,7 @@ def load_synthetic(
     )  # fmt: skip
 
 
+EMBEDDED = ("synthetic", "digits")  # made or shipped in the code: no data_root, no download
 DATASETS: dict[str, Callable[..., DatasetBundle]] = {
     "synthetic": load_synthetic,
     "digits": load_digits,

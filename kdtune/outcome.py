@@ -1,10 +1,12 @@
 """What a finished KD study leaves behind: the results table (Parquet), its Pareto front (tags,
-table, figure), the trade-off figures, the printed tables, and the seed summaries of grid studies.
+table, static and interactive figures), the trade-off figure, the parent run's description, the
+printed tables, and the seed summaries of grid studies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kdtune import atomic, plots, results
+from kdtune.callback import run_name
 from kdtune.config import StudySpec
 from kdtune.hparams import Declarations, by_name
 from kdtune.pareto import hypervolume_2d, pareto_front
@@ -23,6 +26,14 @@ from kdtune.tracking import StudyTracker
 
 SUMMARY_METRICS = ("val_acc", "val_ece", "test_acc", "test_ece", "test_nll", "test_ece_ts",
                    "pareto")  # fmt: skip
+OBJECTIVES_KEY = b"kdtune.objectives"  # in results.parquet's schema metadata: "val_acc:max,..."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    table: pa.Table  # every trial, sorted by the first objective, best first
+    front: pa.Table
+    files: list[Path]  # what was written, in the study folder and on the parent run
 
 
 def hparam_columns(table: pa.Table, declarations: Declarations) -> list[str]:
@@ -38,21 +49,43 @@ def summary_columns(table: pa.Table, declarations: Declarations) -> list[str]:
 
 
 def legend(columns: Sequence[str], declarations: Declarations) -> str:
-    """One line per hyperparameter column: what its name means (from its declaration)."""
+    """What the table's abbreviations mean, once: each hyperparameter (from its declaration),
+    then the metric names."""
     names = by_name(declarations)
-    return "\n".join(f"  {c}: {names[c][0][1].meaning}" for c in columns if c in names)
+    lines = [f"  {c}: {names[c][0][1].meaning}" for c in columns if c in names]
+    metrics = [c for c in columns if c.startswith(("val_", "test_"))]
+    if metrics:
+        lines.append("  val_/test_: on the validation/test split; acc accuracy, ece expected "
+                     "calibration error (15 bins), nll negative log-likelihood; *_ts after "
+                     "temperature scaling fitted on validation")  # fmt: skip
+    if "pareto" in columns:
+        lines.append("  pareto: on the front of the study's objectives (finished trials only)")
+    return "\n".join(lines)
+
+
+def sort_by_objective(table: pa.Table, objective: tuple[str, str]) -> pa.Table:
+    metric, mode = objective
+    if metric not in table.column_names:
+        return table
+    return table.sort_by([(metric, "descending" if mode == "max" else "ascending")])
 
 
 def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, *,
                   front_title: str) -> str:  # fmt: skip
-    """All trials and the front, as the terminal and `kdtune pareto` show them, with what each
-    hyperparameter column means."""
+    """All trials and the front, as the terminal and `kdtune pareto` show them, best first by
+    the first objective, with what each abbreviation means."""
     columns = summary_columns(table, declarations)
     return "\n".join([
         results.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"),
         results.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):"),
         legend(columns, declarations),
     ])  # fmt: skip
+
+
+def objectives_of(table: pa.Table) -> list[tuple[str, str]]:
+    """The objectives a results table was written with (its schema metadata)."""
+    text = (table.schema.metadata or {}).get(OBJECTIVES_KEY, b"").decode()
+    return [tuple(item.split(":", 1)) for item in text.split(",") if ":" in item]  # type: ignore
 
 
 def mark_front(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -68,42 +101,83 @@ def mark_front(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]
 
 def write_outcome(
     spec: StudySpec, trials: Sequence[Any], tracker: StudyTracker, storage: StudyStorage,
-    declarations: Declarations,
-) -> tuple[pa.Table, pa.Table]:  # fmt: skip
-    """Results and front to Parquet and text, Pareto tags and figures onto the parent run."""
+    declarations: Declarations, label_keys: Mapping[str, Sequence[str]], question: str,
+) -> Outcome:  # fmt: skip
+    """Results and front to Parquet and text, Pareto tags, figures and the description onto
+    the parent run."""
     folder = storage.local_dir
     rows = trial_rows(trials, tracker.trial_runs())
+    for row in rows:
+        row["run_name"] = run_name(row, label_keys)
     points = mark_front(rows, spec.objectives)
-    table = results.to_table(rows)
+    objectives = ",".join(f"{m}:{d}" for m, d in spec.objectives).encode()
+    table = sort_by_objective(results.to_table(rows), spec.objectives[0])
+    table = table.replace_schema_metadata({OBJECTIVES_KEY: objectives})
     front = table.filter(pc.equal(table["pareto"], True))
     results.write_table(table, folder / "results.parquet")
     results.write_table(front, folder / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
-    columns = summary_columns(table, declarations)
-    atomic.write_text(folder / "pareto.txt", results.format_table(front, columns) + "\n")
-    finished = [r for r in rows if r["status"] == "TERMINATED"]
-    artifacts = [folder / name for name in ("results.parquet", "pareto.parquet", "pareto.txt")]
-    artifacts += _figures(spec, rows, points, folder, tracker)
-    tracker.log_study_artifacts(artifacts)
-    storage.publish(*artifacts)
-    tracker.log_study_metrics({"num_trials": len(rows), "num_finished": len(finished),
+    atomic.write_text(folder / "pareto.txt",
+                      results.format_table(front, summary_columns(table, declarations)) + "\n")
+    files = [folder / name for name in ("results.parquet", "pareto.parquet", "pareto.txt")]
+    files += _figures(spec, rows, points, folder, tracker)
+    tracker.log_study_artifacts(files)
+    storage.publish(*files)
+    finished = sum(r["status"] == "TERMINATED" for r in rows)
+    tracker.log_study_metrics({"num_trials": len(rows), "num_finished": finished,
                                "pareto_size": sum(r["pareto"] for r in rows)})  # fmt: skip
-    return table, front
+    _save_views(spec, tracker, label_keys)
+    tracker.describe_study(description(spec, question, table, front, files,
+                                       tracker.experiment_id))  # fmt: skip
+    return Outcome(table, front, files)
+
+
+TRIALS_VIEW, FRONT_VIEW = "kdtune-trials", "kdtune-front"  # saved views of the runs table
+
+
+def view_link(experiment_id: str, view: str = TRIALS_VIEW) -> str:
+    """The UI route of a saved view, in the UI's model-training mode (MLflow 3 opens
+    experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17)."""
+    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}"
+            "&workflowType=machine_learning")
+
+
+def _save_views(spec: StudySpec, tracker: StudyTracker,
+                label_keys: Mapping[str, Sequence[str]]) -> None:  # fmt: skip
+    """Two views of the runs table, best first by the first objective, with the method, the
+    hyperparameters that tell trials apart, the objectives and test metrics as columns: every
+    trial, and the Pareto front. (A child run list without them shows no metric at all.)"""
+    names = dict.fromkeys(k for keys in label_keys.values() for k in keys)
+    metrics = dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
+                             "test_ece_ts"])  # fmt: skip
+    columns = ["params.`method`", *(f"params.`{k}`" for k in names),
+               *(f"metrics.`{m}`" for m in metrics), "tags.`pareto`"]  # fmt: skip
+    metric, mode = spec.objectives[0]
+    order = (f"metrics.`{metric}`", mode == "min")
+    tracker.save_view(TRIALS_VIEW, "kdtune: all trials", "tags.`kdtune.trial_id` LIKE '%'",
+                      columns, order)  # fmt: skip
+    tracker.save_view(FRONT_VIEW, "kdtune: Pareto front", "tags.pareto = 'true'", columns, order)
 
 
 def _figures(
     spec: StudySpec, rows: list[dict[str, Any]], points: np.ndarray, folder: Path,
     tracker: StudyTracker,
 ) -> list[Path]:  # fmt: skip
-    """The Pareto scatter (and hypervolume) of two objectives; metrics against the temperature."""
+    """The Pareto front of two objectives (PNG, and HTML to explore), with its hypervolume;
+    test metrics against the KD temperature."""
     figures = []
     finished = [r for r in rows if r["status"] == "TERMINATED"]
     if len(spec.objectives) == 2 and finished:
         (x_name, x_mode), (y_name, y_mode) = spec.objectives
-        figures.append(plots.pareto_scatter(
-            points[:, 0], points[:, 1], [r["pareto"] for r in rows], [r["method"] for r in rows],
-            x_label=x_name, y_label=y_name, path=folder / "pareto.png",
-            title=f"{spec.name}: {x_name} ({x_mode}) vs {y_name} ({y_mode})"))  # fmt: skip
+        on_front, groups = [r["pareto"] for r in rows], [r["method"] for r in rows]
+        labels = {"x_label": plots.metric_label(x_name, x_mode),
+                  "y_label": plots.metric_label(y_name, y_mode)}  # fmt: skip
+        title = f"{spec.name}: {len(finished)} trials, the front ringed"
+        figures.append(plots.pareto_scatter(points[:, 0], points[:, 1], on_front, groups,
+                                            path=folder / "pareto.png", title=title, **labels))
+        figures.append(plots.pareto_html(points[:, 0], points[:, 1], on_front, groups,
+                                         [_hover(r, spec) for r in rows],
+                                         path=folder / "pareto.html", title=title, **labels))
         worst = [0.0 if x_mode == "max" else np.nanmax(points[:, 0]) * 1.1,
                  0.0 if y_mode == "max" else np.nanmax(points[:, 1]) * 1.1]  # fmt: skip
         tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode], worst)})
@@ -112,24 +186,73 @@ def _figures(
         figures.append(plots.temperature_tradeoff(
             [r["temperature"] for r in with_t],
             {k: [r[k] for r in with_t] for k in ("test_acc", "test_ece", "test_ece_ts")},
-            [r["method"] for r in with_t], path=folder / "temperature_tradeoff.png"))  # fmt: skip
+            [r["method"] for r in with_t], path=folder / "temperature_tradeoff.png",
+            title=f"{spec.name}: test accuracy and calibration against the KD temperature"))
     return figures
+
+
+def _hover(row: Mapping[str, Any], spec: StudySpec) -> str:
+    """A trial's hover text: its run name, status and objectives."""
+    scores = [f"{m} = {row[m]:.4f}" for m, _ in spec.objectives if row.get(m) is not None]
+    return "\n".join([row["run_name"], f"trial {row['trial_id']}, "
+                      f"{'on the front' if row.get('pareto') else row['status'].lower()}",
+                      *scores])  # fmt: skip
+
+
+def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table,
+                files: Sequence[Path], experiment_id: str) -> str:  # fmt: skip
+    """The parent run's description (Markdown): the question, what ran, the front as a table,
+    where the figures are."""
+    goals = ", ".join(f"`{m}` ({'higher' if d == 'max' else 'lower'} is better)"
+                      for m, d in spec.objectives)  # fmt: skip
+    finished = sum(s == "TERMINATED" for s in table["status"].to_pylist())
+    metrics = list(dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
+                                  "test_ece_ts"]))  # fmt: skip
+    rows = [[f"`{r['run_name']}`", *(f"{r[m]:.4f}" if r.get(m) is not None else "-"
+                                     for m in metrics)] for r in front.to_pylist()]  # fmt: skip
+    front_table = "\n".join(["| run | " + " | ".join(metrics) + " |",
+                             "|---" * (len(metrics) + 1) + "|",
+                             *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
+    names = [f"`{path.name}`" for path in files]
+    return "\n\n".join([
+        f"### {question or spec.name}",
+        f"{table.num_rows} trials ({finished} finished) of {', '.join(spec.methods)}: "
+        f"{spec.teacher} distilled into {spec.student} on {spec.dataset}, "
+        f"{spec.recipe.epochs} epochs each. Objectives: {goals}.",
+        f"#### Pareto front ({front.num_rows} runs)",
+        front_table if rows else "(no finished trial)",
+        "#### Where to look\n"
+        f"- The runs table, best first: [every trial]({view_link(experiment_id)}), "
+        f"[the front]({view_link(experiment_id, FRONT_VIEW)}) (also in the Views menu).\n"
+        "- `pareto.html` (Artifacts): every trial a point, the front drawn; hover a point for "
+        "its run.\n"
+        f"- Artifacts of this run: {', '.join(names)}, the teacher's `reliability_teacher.png`, "
+        "and the study's own figures and `summary.parquet`.\n"
+        "- Each child run: its hyperparameters (Parameters), its curves per epoch (Model "
+        "metrics) and `reliability_test.png`.",
+    ])  # fmt: skip
 
 
 def grid_summary(spec: StudySpec, table: pa.Table, metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Mean and std over the seeds of each configuration of a grid study, each labelled by
-    what its point sets ("mixup_kd alpha=0.5") in a `config` entry."""
+    what its point sets ("mixup_kd alpha=0.5") in a `config` entry, in the grid's order."""
     keys = grid_keys(spec)
-    summary = results.seed_summary(table.to_pylist(), keys, metrics)
+    rows = sorted(table.to_pylist(), key=lambda r: _grid_index(spec, r))
+    summary = results.seed_summary(rows, keys, metrics)
     for entry in summary:
-        point = next((p for p in spec.grid if all(entry.get(k) == v for k, v in p.items())),
-                     {"method": entry["method"]})  # fmt: skip
+        index = _grid_index(spec, entry)
+        point = spec.grid[index] if index < len(spec.grid) else {"method": entry["method"]}
         entry["config"] = config_label(point, list(point))
     return summary
+
+
+def _grid_index(spec: StudySpec, values: Mapping[str, Any]) -> int:
+    """Which grid point a row (or a summary entry) belongs to."""
+    return next((i for i, point in enumerate(spec.grid)
+                 if all(values.get(k) == v for k, v in point.items())), len(spec.grid))  # fmt: skip
 
 
 def config_label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
     settings = [f"{k}={values[k]:.4g}" if isinstance(values[k], float) else f"{k}={values[k]}"
                 for k in keys[1:] if values.get(k) is not None]  # fmt: skip
     return " ".join([str(values["method"]), *settings])
-

@@ -1,4 +1,6 @@
-"""Figures (matplotlib Agg, PNG): Pareto scatter, reliability diagram, temperature trade-off."""
+"""Figures: matplotlib (Agg) PNGs, and the Pareto front as an HTML page with hover tooltips
+(MLflow previews HTML artifacts). Axes carry readable metric names and say which direction is
+better."""
 
 from __future__ import annotations
 
@@ -13,96 +15,187 @@ import numpy as np  # noqa: E402
 
 from kdtune.atomic import atomic_path  # noqa: E402
 
+# metric names as the figures spell them
+METRIC_WORDS = {"acc": "accuracy", "top5": "top-5 accuracy", "nll": "NLL", "ece": "ECE",
+                "adaptive_ece": "adaptive ECE", "classwise_ece": "class-wise ECE", "mce": "MCE",
+                "rmsce": "RMS calibration error", "brier": "Brier score",
+                "conf_gap": "confidence - accuracy", "oe": "overconfidence error",
+                "linearity_gain": "vicinal linearity gain (teacher - student)"}  # fmt: skip
+SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training"}
+
+
+def metric_label(name: str, mode: str | None = None) -> str:
+    """'test_ece_ts' -> 'test ECE after temperature scaling'; with a mode, which way is better."""
+    split, _, rest = name.partition("_")
+    scaled = rest.endswith("_ts")
+    base = rest.removesuffix("_ts")
+    if split not in SPLIT_WORDS or not base:
+        words = name.replace("_", " ")
+    else:
+        words = f"{SPLIT_WORDS[split]} {METRIC_WORDS.get(base, base.replace('_', ' '))}"
+        words += " after temperature scaling" if scaled else ""
+    if mode is None:
+        return words
+    return f"{words} ({'higher' if mode == 'max' else 'lower'} is better)"
+
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    fig.tight_layout()
     with atomic_path(path) as temp:
-        fig.savefig(temp, dpi=120)
+        fig.savefig(temp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _panel_row(count: int, height: float = 4.2) -> tuple[plt.Figure, Sequence[plt.Axes]]:
+    """A row of `count` panels, spaced so each keeps its axis label to itself."""
+    fig, axes = plt.subplots(1, count, figsize=(4.8 * count, height), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
+    return fig, axes[0]
+
+
 def pareto_scatter(
-    x: Sequence[float],
-    y: Sequence[float],
-    on_front: Sequence[bool],
-    groups: Sequence[str],
-    *,
-    x_label: str,
-    y_label: str,
-    path: str | Path,
-    title: str = "Pareto front",
-) -> Path:
+    x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str], *,
+    x_label: str, y_label: str, path: str | Path, title: str = "Pareto front",
+) -> Path:  # fmt: skip
     """All trials coloured by group (method); the front drawn as a line through its points."""
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
     for group in sorted(set(groups)):
         mask = np.array([g == group for g in groups])
         ax.scatter(x[mask], y[mask], label=group, alpha=0.7)
     order = np.argsort(x[on_front])
     ax.plot(x[on_front][order], y[on_front][order], "k--o", mfc="none", ms=11, label="Pareto front")
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def pareto_html(
+    x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str],
+    hover: Sequence[str], *, x_label: str, y_label: str, path: str | Path, title: str,
+) -> Path:  # fmt: skip
+    """The Pareto scatter as a page to explore: every trial a point whose tooltip (hover) holds
+    its run name, hyperparameters and objectives, the front drawn and listed. Plain SVG, no
+    script: it shows in MLflow's sandboxed artifact preview, offline, at any study size."""
+    from matplotlib.ticker import MaxNLocator
+
+    x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
+    shown = np.isfinite(x) & np.isfinite(y)
+    width, height, margin = 760, 520, 70
+    x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
+    y_ticks = MaxNLocator(6).tick_values(np.nanmin(y[shown]), np.nanmax(y[shown]))
+
+    def at(value: float, ticks: np.ndarray, low: float, high: float) -> float:
+        return low + (value - ticks[0]) / max(ticks[-1] - ticks[0], 1e-12) * (high - low)
+
+    def px(i: int) -> tuple[float, float]:
+        return (at(x[i], x_ticks, margin, width - margin / 2),
+                at(y[i], y_ticks, height - margin, margin / 2))  # fmt: skip
+
+    colors = {g: f"C{i % 10}" for i, g in enumerate(sorted(set(groups)))}
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+           f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">']
+    for tick in x_ticks:
+        at_x = at(tick, x_ticks, margin, width - margin / 2)
+        svg.append(f'<line x1="{at_x}" y1="{margin / 2}" x2="{at_x}" y2="{height - margin}" '
+                   f'stroke="#eee"/><text x="{at_x}" y="{height - margin + 16}" '
+                   f'text-anchor="middle">{tick:.4g}</text>')  # fmt: skip
+    for tick in y_ticks:
+        at_y = at(tick, y_ticks, height - margin, margin / 2)
+        svg.append(f'<line x1="{margin}" y1="{at_y}" x2="{width - margin / 2}" y2="{at_y}" '
+                   f'stroke="#eee"/><text x="{margin - 6}" y="{at_y + 4}" '
+                   f'text-anchor="end">{tick:.4g}</text>')  # fmt: skip
+    svg.append(f'<text x="{(width + margin / 2) / 2}" y="{height - 24}" text-anchor="middle">'
+               f'{_escape(x_label)}</text><text transform="translate(18,{height / 2}) rotate(-90)"'
+               f' text-anchor="middle">{_escape(y_label)}</text>')  # fmt: skip
+    front = sorted((px(i) for i in np.flatnonzero(on_front & shown)), key=lambda p: p[0])
+    if front:
+        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in front)
+        svg.append(f'<polyline points="{points}" fill="none" stroke="black" '
+                   'stroke-dasharray="6,4"/>')  # fmt: skip
+    for i in np.flatnonzero(shown):
+        cx, cy = px(i)
+        ring = ' stroke="black" stroke-width="2"' if on_front[i] else ""
+        svg.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if on_front[i] else 5}" '
+                   f'fill="{matplotlib.colors.to_hex(colors[groups[i]])}"{ring} opacity="0.85">'
+                   f'<title>{_escape(hover[i])}</title></circle>')  # fmt: skip
+    for row, (group, color) in enumerate(colors.items()):
+        svg.append(f'<circle cx="{width - 150}" cy="{margin / 2 + 14 + 18 * row}" r="5" '
+                   f'fill="{matplotlib.colors.to_hex(color)}"/><text x="{width - 140}" '
+                   f'y="{margin / 2 + 18 + 18 * row}">{_escape(group)}</text>')  # fmt: skip
+    svg.append("</svg>")
+    listed = "".join(f"<li>{_escape(hover[i]).replace(chr(10), '; ')}</li>"
+                     for i in np.flatnonzero(on_front & shown))  # fmt: skip
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
+            f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
+            "<p>Hover a point for its run: name, hyperparameters, objectives. Ringed points "
+            f"are on the Pareto front, listed below.</p>{''.join(svg)}<h4>Pareto front</h4>"
+            f"<ul>{listed}</ul></body></html>")  # fmt: skip
+    path = Path(path)
+    with atomic_path(path) as temp:
+        temp.write_text(page)
+    return path
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def reliability_diagram(
     bins: Mapping[str, Sequence[float]], *, path: str | Path, title: str
 ) -> Path:
-    """Accuracy per confidence bin against the diagonal; bar width shows the bin."""
+    """Accuracy per confidence bin against the diagonal, the gap to each bin's confidence as a
+    hatched outline, and below it how many samples each bin holds."""
     counts = np.asarray(bins["count"], float)
     accuracy = np.asarray(bins["accuracy"], float)
     confidence = np.asarray(bins["confidence"], float)
-    num_bins = len(counts)
-    centres = (np.arange(num_bins) + 0.5) / num_bins
+    width = 1 / len(counts)
+    centres = (np.arange(len(counts)) + 0.5) * width
     filled = counts > 0
-    gap = float(np.sum(counts / counts.sum() * np.abs(accuracy - confidence)))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.bar(centres[filled], accuracy[filled], width=1 / num_bins, edgecolor="k", label="accuracy")
-    ax.bar(
-        centres[filled],
-        confidence[filled] - accuracy[filled],
-        bottom=accuracy[filled],
-        width=1 / num_bins,
-        color="tab:red",
-        alpha=0.35,
-        label="gap to confidence",
-    )
+    ece = float(np.sum(counts / counts.sum() * np.abs(accuracy - confidence)))
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    ax.bar(centres[filled], accuracy[filled], width=width, color="tab:blue", edgecolor="k",
+           label="accuracy of the bin")  # fmt: skip
+    ax.bar(centres[filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
+           width=width, fill=False, edgecolor="tab:red", hatch="///",
+           label="gap to the bin's mean confidence")  # fmt: skip
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="confidence",
-        ylabel="accuracy",
-        title=f"{title}\nECE = {gap:.4f}",
-    )
-    ax.legend(loc="upper left")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy", title=f"{title}\nECE = {ece:.4f}")
+    ax.grid(alpha=0.3)
+    below.bar(centres, counts, width=width, color="tab:gray", edgecolor="k")
+    for x_at, n in zip(centres[filled], counts[filled]):
+        below.annotate(f"{n:.0f}", (x_at, n), ha="center", va="bottom", fontsize=7)
+    below.set(xlabel="confidence (max softmax probability)", ylabel="samples",
+              ylim=(0, counts.max() * 1.35 if counts.max() else 1))  # fmt: skip
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8,
+               bbox_to_anchor=(0.5, -0.04))  # fmt: skip
     return _save(fig, path)
 
 
 def temperature_tradeoff(
-    temperature: Sequence[float],
-    metrics: Mapping[str, Sequence[float]],
-    groups: Sequence[str],
-    *,
-    path: str | Path,
-) -> Path:
+    temperature: Sequence[float], metrics: Mapping[str, Sequence[float]], groups: Sequence[str],
+    *, path: str | Path, title: str,
+) -> Path:  # fmt: skip
     """One panel per metric against the KD temperature (log axis), one colour per method."""
     temperature = np.asarray(temperature, float)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], metrics.items()):
+    fig, axes = _panel_row(len(metrics))
+    for ax, (name, values) in zip(axes, metrics.items()):
         values = np.asarray(values, float)
         for group in sorted(set(groups)):
             mask = np.array([g == group for g in groups])
             # markers only: the other hyperparameters differ between trials, so no line joins them
             ax.plot(temperature[mask], values[mask], "o", label=group, alpha=0.8)
-        ax.set(xscale="log", xlabel="KD temperature T", ylabel=name)
+        ax.set(xscale="log", xlabel="KD temperature T", ylabel=metric_label(name))
         ax.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -127,10 +220,10 @@ def errorbar_panels(
     `x`, one line per `group`. Groups without an `x` value (baselines such as the student
     alone) are drawn as a horizontal line with a +-std band; `curves` adds reference lines
     (e.g. a closed form) to every panel."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
+    fig, axes = _panel_row(len(metrics))
     groups = list(dict.fromkeys(str(e[group]) for e in summary))
     ticks = sorted({float(e[x]) for e in summary if e.get(x) is not None})  # type: ignore[arg-type]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes, metrics):
         for index, name in enumerate(groups):
             entries = [e for e in summary if str(e[group]) == name]
             mean, std = _band(entries, metric)
@@ -145,7 +238,7 @@ def errorbar_panels(
                         label=name)  # fmt: skip
         for name, (xs, ys) in (curves or {}).items():
             ax.plot(xs, ys, "k:", lw=2, label=name)
-        ax.set(xlabel=x, ylabel=metric, xscale="log" if log_x else "linear")
+        ax.set(xlabel=x, ylabel=metric_label(metric), xscale="log" if log_x else "linear")
         ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])  # the values run, not decades
         ax.minorticks_off()
         ax.grid(alpha=0.3)
@@ -164,43 +257,46 @@ def bar_panels(
     reference: Mapping[str, float] | None = None,
 ) -> Path:
     """One bar chart per metric: mean +- std per row of a seed summary, labelled by `label`;
-    `reference` draws a horizontal line per metric (e.g. the teacher's value)."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
+    `reference` draws a horizontal line per metric (e.g. the teacher's value), always inside
+    the panel; the legend sits below the panels, clear of the bars."""
+    fig, axes = _panel_row(len(metrics), height=4.4)
     names = [str(e[label]) for e in summary]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes, metrics):
         mean, std = _band(summary, metric)
         ax.bar(np.arange(len(names)), mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
-        if reference and metric in reference:
-            ax.axhline(reference[metric], color="k", ls="--", label="teacher")
-            ax.legend(fontsize=8)
+        line = (reference or {}).get(metric)
+        if line is not None:
+            ax.axhline(line, color="k", ls="--", label="teacher")
+        shown = np.concatenate([mean + std, mean - std, [line] if line is not None else []])
+        shown = shown[np.isfinite(shown)]
+        if len(shown) and metric.endswith("acc"):  # accuracies differ in the last points
+            span = max(shown.max() - shown.min(), 0.01)
+            ax.set_ylim(max(0.0, shown.min() - 0.15 * span), min(1.0, shown.max() + 0.15 * span))
+        elif len(shown):
+            ax.set_ylim(0, shown.max() * 1.15)
         ax.set_xticks(np.arange(len(names)), labels=names, rotation=45, ha="right")
-        finite = mean[np.isfinite(mean)]
-        if len(finite) and metric.endswith("acc"):  # accuracies differ in the last points
-            ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02))
-        ax.set(ylabel=metric)
+        ax.set(ylabel=metric_label(metric))
         ax.grid(alpha=0.3, axis="y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", fontsize=8, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle(title)
     return _save(fig, path)
 
 
 def labelled_scatter(
-    x: Sequence[float],
-    y: Sequence[float],
-    labels: Sequence[str],
-    *,
-    x_label: str,
-    y_label: str,
-    path: str | Path,
-    title: str,
-    x_err: Sequence[float] | None = None,
-    y_err: Sequence[float] | None = None,
-    highlight: Sequence[bool] | None = None,
-) -> Path:
-    """Points with optional error bars, each named; `highlight` rings some of them."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, x_label: str, y_label: str,
+    path: str | Path, title: str, x_err: Sequence[float] | None = None,
+    y_err: Sequence[float] | None = None, highlight: Sequence[bool] | None = None,
+) -> Path:  # fmt: skip
+    """Points with optional error bars, each named: short names beside their point, long ones
+    (a configuration) as a number there and a key below the axes; `highlight` rings some."""
+    long = any(len(text) > 14 for text in labels)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
     ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="o", capsize=3, alpha=0.8)
-    for xi, yi, text in zip(x, y, labels):
-        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for index, (xi, yi, text) in enumerate(zip(x, y, labels), start=1):
+        ax.annotate(str(index) if long else text, (xi, yi), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)  # fmt: skip
     if highlight is not None:
         mask = np.asarray(highlight, bool)
         ax.plot(np.asarray(x, float)[mask], np.asarray(y, float)[mask], "o", ms=12, mfc="none",
@@ -208,4 +304,7 @@ def labelled_scatter(
         ax.legend(fontsize=8)
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
     ax.grid(alpha=0.3)
+    if long:
+        key = "\n".join(f"{i}: {text}" for i, text in enumerate(labels, start=1))
+        fig.text(0.02, -0.02, key, va="top", ha="left", fontsize=8, family="monospace")
     return _save(fig, path)

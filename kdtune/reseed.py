@@ -84,7 +84,8 @@ def _write(spec: StudySpec, summary: list[dict[str, Any]], means: np.ndarray,
             means[:, 0], means[:, 1], [e["config"] for e in summary],
             x_err=[e[f"{objectives[0]}_std"] or 0.0 for e in summary],
             y_err=[e[f"{objectives[1]}_std"] or 0.0 for e in summary],
-            highlight=on_front, x_label=objectives[0], y_label=objectives[1],
+            highlight=on_front, x_label=plots.metric_label(*spec.objectives[0]),
+            y_label=plots.metric_label(*spec.objectives[1]),
             path=folder / "front_seeds.png",
             title=f"{spec.name}: front of the means over seeds {list(spec.reseed)}"))  # fmt: skip
     return files

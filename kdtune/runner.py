@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from kdtune.callback import (
     trial_failure,
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
-from kdtune.search import points_searcher
+from kdtune.search import points_searcher, quiet_optuna
 from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, check_store, choose_store
 from kdtune.trainable import EPOCH_HISTORY
@@ -58,9 +59,12 @@ class StudyResult:
     teacher_metrics: dict[str, float]
     storage: StudyStorage
     tracking_uri: str
+    experiment_id: str
     # with `reseed`: the re-run Pareto configurations, mean +- std over the seeds, each with
     # `front` (on the front of the means) and `search_{objective}` (the search's own value)
     seed_front: list[dict[str, Any]] | None = None
+    files: list[Path] = field(default_factory=list)  # what the study wrote, `publish` adds
+    link: str = ""  # the UI route that shows the study best (a saved view of its runs)
 
     def publish(
         self, files: Sequence[Path], metrics: Mapping[str, float] | None = None, *,
@@ -76,6 +80,7 @@ class StudyResult:
         if metrics:
             tracker.log_study_metrics(metrics)
         self.storage.publish(*files)
+        self.files.extend(path for path in files if path not in self.files)
 
 
 def environment_tags() -> dict[str, str]:
@@ -103,6 +108,26 @@ def on_cluster() -> bool:
     )
 
 
+def set_verbosity(verbose: bool) -> None:
+    """Ray, Tune, MLflow and Optuna print their own notices between kdtune's lines (Ray's token
+    notice, Tune's experiment box and its TensorBoard hint, which points away from kdtune's
+    record, Optuna's "new study", MLflow's schema set-up); kdtune's own lines say what matters,
+    so those are quiet unless `verbose`. Errors always show."""
+    global _RAY_LOG_LEVEL
+    quiet_optuna(verbose)
+    if verbose:
+        _RAY_LOG_LEVEL = logging.INFO
+        return
+    _RAY_LOG_LEVEL = logging.ERROR  # ray.init sets Ray's own loggers to its `logging_level`
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter, silent at verbose=0
+    for name, level in (("ray", logging.ERROR), ("mlflow", logging.WARNING),
+                        ("alembic", logging.WARNING)):  # fmt: skip
+        logging.getLogger(name).setLevel(level)
+
+
+_RAY_LOG_LEVEL = logging.INFO
+
+
 def _autoscaling() -> bool:
     """Ray runs as a cluster (RAY_ADDRESS, or `ray start` on this machine) whose autoscaler may
     add nodes; else it is this machine alone and its resources are all there will be."""
@@ -116,10 +141,11 @@ def init_ray(log: Log) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
+                 logging_level=_RAY_LOG_LEVEL)  # fmt: skip
     else:
         # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=_RAY_LOG_LEVEL)
     resources = ray.cluster_resources()
     log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
 
@@ -130,7 +156,7 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> N
     import ray
 
     total = ray.cluster_resources()
-    for field, key, asked in (("cpus_per_trial", "CPU", cpus_per_trial),
+    for name, key, asked in (("cpus_per_trial", "CPU", cpus_per_trial),
                               ("gpus_per_trial", "GPU", gpus_per_trial)):  # fmt: skip
         have = total.get(key, 0.0)
         if asked <= have:
@@ -139,8 +165,8 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> N
             log(f"ray: a trial needs {asked:g} {key}s and the cluster has {have:g} now; trials "
                 "wait until the autoscaler adds nodes (Ctrl-C stops the study)")
             continue
-        raise ConfigError(f"{field}: a trial asks for {asked:g} {key}s, but this machine's Ray "
-                          f"has {have:g}; ask for at most {have:g} (--{field.replace('_', '-')}) "
+        raise ConfigError(f"{name}: a trial asks for {asked:g} {key}s, but this machine's Ray "
+                          f"has {have:g}; ask for at most {have:g} (--{name.replace('_', '-')}) "
                           "or run on a cluster")  # fmt: skip
 
 
@@ -344,13 +370,14 @@ def _tuner(
 def fit_trials(
     study: OpenStudy, name: str, trainable: Any, tune_config: tune.TuneConfig,
     objectives: Sequence[str], *, resume: bool, max_failures: int, log: Log,
-    post_process: Callable[[list[Any]], _T],
+    post_process: Callable[[list[Any]], _T], label_keys: Mapping[str, Sequence[str]],
 ) -> _T:  # fmt: skip
     """Run the trials with the MLflow callback, complete every trial's record from Tune's
     (`callback.reconcile`), post-process Tune's trials, and close the parent run: FINISHED,
     KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised."""
-    route(name, Route(study.tracker.tracking_uri, study.parent_id, study.tags, objectives,
-                      tune_config.num_samples))  # fmt: skip
+    where = Route(study.tracker.tracking_uri, study.parent_id, study.tags, objectives,
+                  tune_config.num_samples, label_keys)  # fmt: skip
+    route(name, where)
     status, unfinished = "FAILED", 0
     try:
         with _sigterm_stops_tune():
@@ -358,7 +385,7 @@ def fit_trials(
                            resume=resume, max_failures=max_failures, log=log)  # fmt: skip
             grid = tuner.fit()
         trials = _trials(grid)
-        written = reconcile(trials, grid.filesystem, study.tracker, study.tags)
+        written = reconcile(trials, grid.filesystem, study.tracker, where)
         if written:
             log(f"mlflow: wrote {written} reports the record lacked, from Tune's own records")
         outcome = post_process(trials)
@@ -426,9 +453,20 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
     return rows
 
 
-def closing_lines(study_dir: Path, tracking_uri: str) -> str:
-    return (f"\nresults: {study_dir / 'results.parquet'}\nmlflow: run `kdtune ui` in {Path.cwd()} "
-            f"(tracking URI {tracking_uri})")  # fmt: skip
+def closing_lines(result: StudyResult) -> str:
+    """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
+    local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
+    where = result.link or (f"#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
+                            "?workflowType=machine_learning")  # fmt: skip
+    lines = [f"\nThe study wrote, in {result.study_dir}:"]
+    lines += [f"  {path.name}" for path in result.files]
+    lines.append("and logged them on its MLflow parent run, with one child run per trial.")
+    if local:
+        lines.append(f"See them:  kdtune ui --tracking-uri {result.tracking_uri}   then open "
+                     f"http://127.0.0.1:5000/{where}")  # fmt: skip
+    else:
+        lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")
+    return "\n".join(lines)
 
 
 def run_trials(
@@ -443,26 +481,31 @@ def run_trials(
     max_concurrent_trials: int = 2,
     cpus_per_trial: float = 1.0,
     progress_metrics: Sequence[str] = (),
+    label_keys: Sequence[str] = (),
+    question: str = "",
     log: Log = print,
 ) -> StudyResult:
     """Any Ray Tune function trainable over an explicit list of configs, with run_study's
-    handling of Ray, MLflow (parent run with `params`, a child run per trial), resume and the
-    Parquet table; there is no teacher, search or Pareto front."""
+    handling of Ray, MLflow (parent run with `params`, a child run per trial, named by its
+    `label_keys` values), resume and the Parquet table; there is no teacher, search or front."""
     storage, uri = prepare_storage(storage_path, name, tracking_uri, resume, log)
     with study_lock(storage.local_dir, name):
         init_ray(log)
         check_resources(cpus_per_trial, 0, log)
         study = open_study(name, storage, params, resume=resume, tracking_uri=uri, log=log)
+        study.tracker.describe_study(f"### {question or name}\n\n{len(points)} trials, one per "
+                                     "configuration; the study's tables (`results.parquet`, "
+                                     "`summary.parquet`) and figures are in Artifacts.")
         return _fit_points(study, name, trainable, points, resume=resume,
                            max_concurrent_trials=max_concurrent_trials,
                            cpus_per_trial=cpus_per_trial, progress_metrics=progress_metrics,
-                           log=log)  # fmt: skip
+                           label_keys=label_keys, log=log)  # fmt: skip
 
 
 def _fit_points(
     study: OpenStudy, name: str, trainable: Callable[[dict[str, Any]], None],
     points: Sequence[Mapping[str, Any]], *, resume: bool, max_concurrent_trials: int,
-    cpus_per_trial: float, progress_metrics: Sequence[str], log: Log,
+    cpus_per_trial: float, progress_metrics: Sequence[str], label_keys: Sequence[str], log: Log,
 ) -> StudyResult:  # fmt: skip
     storage = study.storage
     tune_config = trials_config(points_searcher([dict(p) for p in points]), len(points),
@@ -478,7 +521,8 @@ def _fit_points(
     log(f"study: {len(points)} trials, {max_concurrent_trials} at a time")
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial})
     table = fit_trials(study, name, trainable, tune_config, progress_metrics, resume=resume,
-                       max_failures=2, log=log, post_process=post_process)  # fmt: skip
-    log(closing_lines(storage.local_dir, study.tracker.tracking_uri))
+                       max_failures=2, log=log, post_process=post_process,
+                       label_keys={"": label_keys})  # fmt: skip
     return StudyResult(table, table.slice(0, 0), storage.local_dir, study.parent_id, {}, storage,
-                       study.tracker.tracking_uri)  # fmt: skip
+                       study.tracker.tracking_uri, study.tracker.experiment_id,
+                       files=[storage.local_dir / "results.parquet"])  # fmt: skip

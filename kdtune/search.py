@@ -122,6 +122,13 @@ def make_searcher(spec: StudySpec, declarations: Declarations) -> Any:
     return optuna_searcher(DefineByRun(spec, declarations), spec.objectives, sampler)
 
 
+def quiet_optuna(verbose: bool) -> None:
+    """Optuna's own notices ("A new study created in memory") only with --verbose."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
 def make_scheduler(spec: StudySpec) -> Any:
     """Early stopping (ASHA) only for single-objective searches: Tune's ASHA takes one metric,
     and a grid study compares every point at its full budget."""
@@ -212,3 +219,17 @@ def points_searcher(points: list[dict[str, Any]]) -> Any:
             self.points, self.next_index = state["points"], state["next_index"]
 
     return PointsSearcher()
+
+
+def label_keys(spec: StudySpec, declarations: Declarations) -> dict[str, list[str]]:
+    """method -> the config keys that tell the study's trials of that method apart (what names
+    their runs): the hyperparameters its search varies, or what its grid points set (and the
+    seed, when every point runs over several)."""
+    if not spec.grid:
+        return {m: varied_names(spec, m, declarations[m]) for m in spec.methods}
+    keys: dict[str, list[str]] = {m: [] for m in spec.methods}
+    for point in spec.grid:
+        method = keys.setdefault(str(point["method"]), [])
+        method += [k for k in point if k != "method" and k not in method]
+    seeds = ["seed"] if len(spec.trial_seeds) > 1 else []
+    return {method: [*names, *seeds] for method, names in keys.items()}

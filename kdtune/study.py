@@ -9,6 +9,7 @@ with `reseed`, the seed check of the front (kdtune.reseed).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,20 +18,19 @@ from ray import tune
 
 from kdtune import plots
 from kdtune.config import ConfigError, StudySpec
-from kdtune.data import DATASETS, DatasetBundle, load_dataset
+from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, load_dataset
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
-from kdtune.outcome import format_tables, write_outcome
+from kdtune.outcome import config_label, format_tables, view_link, write_outcome
 from kdtune.reseed import rerun_front
 from kdtune.runner import (
     Log,
     OpenStudy,
     StudyResult,
     check_resources,
-    closing_lines,
     fit_trials,
     init_ray,
     on_cluster,
@@ -41,7 +41,7 @@ from kdtune.runner import (
     study_lock,
     trials_config,
 )
-from kdtune.search import make_scheduler, make_searcher, resolve
+from kdtune.search import label_keys, make_scheduler, make_searcher, resolve
 from kdtune.storage import StudyStorage
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.trainable import TrialContext, tune_trainable
@@ -153,9 +153,32 @@ def _teacher(spec: StudySpec, data: DatasetBundle, storage: StudyStorage, device
     return teacher, get_train_logits(teacher, data, log=log, compute=compute)
 
 
-def _record_teacher(study: OpenStudy, teacher: Teacher, spec: StudySpec) -> None:
-    study.tracker.log_study_metrics(teacher.metrics)
-    study.tracker.log_figure(study.parent_id, "reliability_teacher.png",
+def study_params(spec: StudySpec) -> dict[str, Any]:
+    """The spec as the parent run's params, readable: lists comma-joined, objectives as
+    METRIC:mode, grid points by what they set; what does not apply left out (the data folder of
+    an embedded dataset, empty lists)."""
+    values = dataclasses.asdict(spec)
+    values["objectives"] = [f"{metric}:{mode}" for metric, mode in spec.objectives]
+    values["grid"] = [config_label(point, list(point)) for point in spec.grid]
+    if spec.dataset in EMBEDDED:
+        del values["data_root"], values["download"]
+    return {key: value for key, value in values.items() if value not in ((), [], {})}
+
+
+def _record_start(study: OpenStudy, spec: StudySpec, data: DatasetBundle,
+                  teacher: Teacher | None) -> None:  # fmt: skip
+    """What the parent run says from the start: the data as an MLflow dataset input, and the
+    teacher's headline metrics (all of them in teacher.json) and reliability diagram."""
+    splits = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    study.tracker.log_dataset(data.name, data.fingerprint(), splits)
+    if teacher is None:
+        return
+    study.tracker.log_study_metrics({k: v for k, v in teacher.metrics.items()
+                                     if k in ("teacher_test_acc", "teacher_test_ece")})  # fmt: skip
+    summary = {"model": spec.teacher, "checkpoint": teacher.path, **teacher.metrics}
+    study.tracker.log_file(study.parent_id, "teacher.json",
+                           lambda path: path.write_text(json.dumps(summary, indent=2)))
+    study.tracker.log_file(study.parent_id, "reliability_teacher.png",
                              lambda path: plots.reliability_diagram(
                                  teacher.reliability, path=path,
                                  title=f"teacher {spec.teacher}, test split"))  # fmt: skip
@@ -179,7 +202,7 @@ def _trainable(spec: StudySpec, data: DatasetBundle, teacher: Teacher | None,
 
 
 def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device: str,
-             log: Log) -> StudyResult:  # fmt: skip
+             question: str, log: Log) -> StudyResult:  # fmt: skip
     """One study (a search or a grid), without the seed check: every check that the input
     allows runs before data, teacher or Ray; the study folder is held until the end."""
     validate_spec(spec)
@@ -191,31 +214,36 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
         teacher, logits = _teacher(spec, data, storage, device, log)
         init_ray(log)
         check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
-        study = open_study(spec.name, storage, dataclasses.asdict(spec), resume=resume,
+        study = open_study(spec.name, storage, study_params(spec), resume=resume,
                            tracking_uri=uri, log=log)  # fmt: skip
-        if teacher is not None and not study.resumed:
-            _record_teacher(study, teacher, spec)
-        return _fit_study(spec, study, data, teacher, logits, resume=resume, log=log)
+        if not study.resumed:
+            _record_start(study, spec, data, teacher)
+        return _fit_study(spec, study, data, teacher, logits, resume=resume, question=question,
+                          log=log)  # fmt: skip
 
 
 def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: Teacher | None,
-               logits: torch.Tensor | None, *, resume: bool, log: Log) -> StudyResult:  # fmt: skip
+               logits: torch.Tensor | None, *, resume: bool, question: str,
+               log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
     tune_config = trials_config(make_searcher(spec, declarations), spec.trial_count,
                                 spec.max_concurrent_trials, make_scheduler(spec))  # fmt: skip
     log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
     objectives = [m for m, _ in spec.objectives]
-    table, front = fit_trials(
+    labels = label_keys(spec, declarations)
+    outcome = fit_trials(
         study, spec.name, _trainable(spec, data, teacher, logits), tune_config, objectives,
-        resume=resume, max_failures=spec.max_failures, log=log,
+        resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=lambda trials: write_outcome(spec, trials, study.tracker, study.storage,
-                                                  declarations),
+                                                  declarations, labels, question),
     )  # fmt: skip
-    log(format_tables(table, front, declarations, front_title=f"Pareto front over {objectives}"))
-    log(closing_lines(study.storage.local_dir, study.tracker.tracking_uri))
-    return StudyResult(table, front, study.storage.local_dir, study.parent_id,
+    log(format_tables(outcome.table, outcome.front, declarations,
+                      front_title=f"Pareto front over {objectives}"))  # fmt: skip
+    return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
                        teacher.metrics if teacher else {}, study.storage,
-                       study.tracker.tracking_uri)  # fmt: skip
+                       study.tracker.tracking_uri, study.tracker.experiment_id,
+                       files=list(outcome.files),
+                       link=view_link(study.tracker.experiment_id))  # fmt: skip
 
 
 def run_study(
@@ -224,14 +252,18 @@ def run_study(
     resume: bool = False,
     tracking_uri: str | None = None,
     device: str = "auto",
+    question: str = "",
     log: Log = print,
 ) -> StudyResult:
-    """Run the study `spec` describes; with `spec.reseed`, then its seed check."""
+    """Run the study `spec` describes; with `spec.reseed`, then its seed check. `question`
+    heads the parent run's description (a study script passes its docstring's first line)."""
     options: Mapping[str, Any] = dict(resume=resume, tracking_uri=tracking_uri, device=device,
                                       log=log)  # fmt: skip
-    result = _run_one(spec, **options)
+    result = _run_one(spec, question=question, **options)
     if not spec.reseed:
         return result
-    seed_front = rerun_front(spec, result, lambda again: _run_one(again, **options),
+    seed_front = rerun_front(spec, result,
+                             lambda again: _run_one(again, question=f"Seed check: {question}",
+                                                    **options),
                              study_declarations(spec), log)  # fmt: skip
     return dataclasses.replace(result, seed_front=seed_front)

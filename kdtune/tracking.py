@@ -16,14 +16,15 @@ import sqlite3
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from kdtune import plots
 from kdtune.config import ConfigError
@@ -44,6 +45,10 @@ TRIAL_TAG = "kdtune.trial_id"
 METHOD_TAG = "kdtune.method"
 # on a child run whose trial Tune never saved: the driver died after starting it
 ORPHAN_TAG = "kdtune.orphan"
+# MLflow 3's UI opens an experiment of this kind on its runs (not on the GenAI overview)
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's Markdown description in the UI
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # an experiment's saved runs-table views (MLflow 3)
 FLUSH_SECONDS = 5.0  # a trial's metrics reach MLflow at most this late (and at its end)
 
 
@@ -141,9 +146,11 @@ class StudyTracker:
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         self.client = MlflowClient(self.tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
         )
+        if found and found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.parent_run_id: str | None = None
         self._trial_runs: dict[str, str] = {}
         # trial id -> reports not yet written, each a list of metrics at one step
@@ -208,10 +215,11 @@ class StudyTracker:
         self._log(self.parent_run_id, metrics=values)
 
     def trial_run(
-        self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str], step_key: str
+        self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str], step_key: str,
+        name: str = "",
     ) -> str:  # fmt: skip
-        """The trial's child run, found again after a restart: continued, never duplicated.
-        `step_key` names the metric whose history tells which steps are logged already."""
+        """The trial's child run (named `name`), found again after a restart: continued, never
+        duplicated. `step_key` names the metric whose history tells which steps are logged."""
         if trial_id in self._trial_runs:
             return self._trial_runs[trial_id]
         assert self.parent_run_id is not None
@@ -227,11 +235,8 @@ class StudyTracker:
             self._logged_through[trial_id] = max(self.logged_steps(run_id, step_key), default=-1)
         else:
             run_tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial_id, **tags}
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"{tags.get(METHOD_TAG, 'trial')}-{trial_id}",
-                tags=run_tags,
-            )
+            run = self.client.create_run(self.experiment_id, run_name=name or trial_id,
+                                         tags=run_tags)  # fmt: skip
             run_id = run.info.run_id
             self._log(run_id, params=params)
         self._trial_runs[trial_id] = run_id
@@ -299,25 +304,57 @@ class StudyTracker:
         if failure:
             self.client.set_tag(run_id, "failure", failure)
         if reliability_json:
-            self.log_figure(
-                run_id,
-                "reliability_test.png",
-                lambda path: plots.reliability_diagram(
-                    json.loads(reliability_json), path=path, title=f"trial {trial_id}, test split"
-                ),
-            )
+            bins, title = json.loads(reliability_json), self.client.get_run(run_id).info.run_name
+            self.log_file(run_id, "reliability_test.png", lambda path: plots.reliability_diagram(
+                bins, path=path, title=f"{title}, test split"))  # fmt: skip
         self.client.set_terminated(run_id, status=status)
 
-    def log_figure(self, run_id: str, name: str, draw: Any) -> None:
+    def log_file(self, run_id: str, name: str, write: Callable[[Path], Any]) -> None:
+        """An artifact made on the spot: `write(path)` writes it (a figure, a JSON file)."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
-            draw(path)
+            write(path)
             self.client.log_artifact(run_id, str(path))
 
     def log_study_artifacts(self, paths: Iterable[str | Path]) -> None:
         assert self.parent_run_id is not None
         for path in paths:
             self.client.log_artifact(self.parent_run_id, str(path))
+
+    def save_view(self, view_id: str, name: str, search_filter: str, columns: list[str],
+                  order_by: tuple[str, bool]) -> None:  # fmt: skip
+        """A saved view of the experiment's runs table (MLflow 3's "Views" menu; the link
+        `#/experiments/ID/runs?viewStateShareKey=VIEW_ID` opens it): a filter, the columns to
+        show ("metrics.`val_acc`", "params.`method`"), the sort (key, ascending)."""
+        state = {"searchFilter": search_filter, "orderByKey": order_by[0],
+                 "orderByAsc": order_by[1], "startTime": "ALL", "lifecycleFilter": "Active",
+                 "datasetsFilter": [], "modelVersionFilter": "All Runs",
+                 "selectedColumns": columns, "columnOrder": [], "columnWidths": {},
+                 "runsHiddenMode": "SHOW_ALL", "viewMaximized": False, "runListHidden": False,
+                 "isAccordionReordered": False, "useGroupedValuesInCharts": True,
+                 "hideEmptyCharts": True, "groupBy": None, "groupsExpanded": {},
+                 "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
+                                           "selectedXAxisMetricKey": ""}}  # fmt: skip
+        now = int(time.time() * 1000)
+        envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        self.client.set_experiment_tag(self.experiment_id, f"{VIEW_TAG_PREFIX}{view_id}",
+                                       json.dumps(envelope))  # fmt: skip
+
+    def describe_study(self, markdown: str) -> None:
+        """The parent run's description, which the UI shows on the run's page."""
+        assert self.parent_run_id is not None
+        self.client.set_tag(self.parent_run_id, DESCRIPTION_TAG, markdown)
+
+    def log_dataset(self, name: str, digest: str, splits: Mapping[str, int]) -> None:
+        """The study's data as an MLflow dataset input of the parent run: the runs table's
+        Dataset column names it; its profile holds the split sizes."""
+        assert self.parent_run_id is not None
+        sizes = "/".join(str(n) for n in splits.values())
+        dataset = Dataset(name=f"{name} ({sizes})", digest=digest[:8], source_type="code",
+                          source=json.dumps({"kdtune_dataset": name}),
+                          profile=json.dumps({"num_rows": dict(splits)}))  # fmt: skip
+        context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
+        self.client.log_inputs(self.parent_run_id, [DatasetInput(dataset, tags=[context])])
 
     def tag_pareto(self, flags: Mapping[str, bool]) -> None:
         """flags: child run id -> on the Pareto front."""

@@ -146,7 +146,7 @@ def run_trial(
     checkpointed = [time.monotonic()]  # when the last checkpoint was taken
 
     def on_epoch(end: EpochEnd) -> None:
-        result = {"epoch": end.epoch, "train_loss": end.train_loss, "lr": end.lr,
+        result = {"epoch": end.epoch, "train_loss": end.train_loss, "train_lr": end.lr,
                   **prefixed("val", end.val)}  # fmt: skip
         last = end.epoch == trial.recipe.epochs
         if last:

@@ -44,10 +44,11 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
              f"mean ± std over seeds {list(spec.trial_seeds)}:")  # fmt: skip
     print(results.format_summary([teacher, *summary], ["config"], METRICS, title=title))
     folder = result.study_dir
+    panels = ["test_acc", "test_ece", "test_ece_ts", "test_nll"]
     figure = plots.bar_panels(
-        summary, label="config", metrics=METRICS[:3], path=folder / "method_zoo.png",
+        summary, label="config", metrics=panels, path=folder / "method_zoo.png",
         title=title.strip().rstrip(":"),
-        reference={m: v for m in METRICS[:3] if (v := teacher[f"{m}_mean"]) is not None},
+        reference={m: v for m in panels if (v := teacher.get(f"{m}_mean")) is not None},
     )  # fmt: skip
     result.publish([figure], summary=summary)
     return summary

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from kdtune import plots, results
-from kdtune.cli import float_list, guarded, int_list
+from kdtune.cli import float_list, guarded, int_list, question_of
 from kdtune.selfdistill import GmmStudySpec, optimal_error_noiseless
 
 SPEC = GmmStudySpec()
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> pa.Table:
     add("--storage", help="Ray results folder or URI (default ./ray_results)")
     add("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
         "or sqlite mlflow.db in the working folder)")  # fmt: skip
+    add("--verbose", action="store_true",
+        help="also show Ray's, Tune's, MLflow's and Optuna's own messages")
     args = parser.parse_args(argv)
     base = SMOKE if args.smoke_test else SPEC
     flags = {"name": args.name, "alphas": args.alphas, "seeds": args.seeds, "dim": args.dim,
@@ -126,18 +128,23 @@ def main(argv: list[str] | None = None) -> pa.Table:
     def run():  # -> (GmmStudySpec, kdtune.runner.StudyResult); Ray is imported inside
         spec = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
         points = spec.points()  # validates every cell before Ray starts
-        from kdtune.runner import run_trials
+        from kdtune.runner import run_trials, set_verbosity
         from kdtune.trainable import selfdistill_trainable
 
+        set_verbosity(args.verbose)
         return spec, run_trials(spec.name, selfdistill_trainable, points,
                                 params=dataclasses.asdict(spec), storage_path=spec.storage_path,
                                 tracking_uri=args.tracking_uri, resume=args.resume,
                                 max_concurrent_trials=spec.max_concurrent_trials,
-                                progress_metrics=PROGRESS)  # fmt: skip
+                                progress_metrics=PROGRESS, label_keys=("setting", "alpha", "seed"),
+                                question=question_of(__doc__ or ""))  # fmt: skip
 
     spec, result = guarded(run)
     files, metrics, summary = report(spec, result.table, result.study_dir)
     result.publish(files, metrics, summary=summary)
+    from kdtune.runner import closing_lines
+
+    print(closing_lines(result))
     return result.table
 
 

@@ -127,6 +127,15 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         [*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # only kdtune's own lines (no Ray, Tune, MLflow or Optuna notice without --verbose), and
+    # the last ones name every file written and the command that shows them in MLflow
+    assert second.stderr.strip() == ""
+    for noise in ("Token authentication", "A new study created", "Creating initial MLflow",
+                  "tensorboard", "Configuration for experiment"):  # fmt: skip
+        assert noise not in second.stdout
+    tail = second.stdout.strip().splitlines()[-10:]
+    assert "  pareto.html" in tail and "  results.parquet" in tail
+    assert tail[-1].startswith(f"See them:  kdtune ui --tracking-uri {uri}")
     table = pq.read_table(tmp_path / "ray" / "resumable" / "results.parquet").to_pylist()
     assert len(table) == 4 and len({r["trial_id"] for r in table}) == 4
     assert set(finished_before_kill) <= {r["trial_id"] for r in table}

@@ -16,19 +16,14 @@ from tests.helpers.runs import ROOT, assert_complete, finished_trials, record, r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
-def test_an_interrupted_study_says_so_and_resumes_into_the_store_it_is_given(stop, tmp_path):
-    """Ctrl-C (SIGINT to the process group) or SIGTERM to the driver: exit 130 with how to
-    resume, the parent KILLED, unfinished rows marked. --resume then completes the study in the
-    same store, or, given another --tracking-uri, records all of it there and leaves the first
-    store as it was."""
-    first = f"sqlite:///{tmp_path / 'first.db'}"
+def test_an_interrupted_study_says_so_and_resumes_into_the_store_it_is_given(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it): exit 130 with how to
+    resume, the parent KILLED, unfinished rows marked. --resume given another --tracking-uri
+    then records the whole study there and leaves the first store as it was."""
+    first, second = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'second.db'}"
     process = start(sweep(tmp_path, "stopped", first, trials=3, epochs=30), tmp_path)
     finished = finished_trials(process, 1)
-    if stop == "ctrl-c":
-        os.killpg(process.pid, signal.SIGINT)
-    else:
-        os.kill(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGINT)
     output = process.communicate(timeout=180)[0]
     assert process.returncode == 130, output[-3000:]
     assert "run the same command with --resume" in output and "Traceback" not in output
@@ -43,15 +38,25 @@ def test_an_interrupted_study_says_so_and_resumes_into_the_store_it_is_given(sto
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
 
-    uri = first if stop == "ctrl-c" else f"sqlite:///{tmp_path / 'second.db'}"
-    resumed = run([*sweep(tmp_path, "stopped", uri, trials=3, epochs=30), "--resume"], tmp_path)
+    resumed = run([*sweep(tmp_path, "stopped", second, trials=3, epochs=30), "--resume"],
+                  tmp_path)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    parents_after, children_after = record(uri, "stopped")
+    parents_after, children_after = record(second, "stopped")
     assert [p.info.status for p in parents_after] == ["FINISHED"] and len(children_after) == 3
     for child in children_after:
-        assert_complete(uri, child, epochs=30)
-    if uri != first:  # nothing more went to the first store
-        assert len(record(first, "stopped")[1]) == len(children)
+        assert_complete(second, child, epochs=30)
+    assert len(record(first, "stopped")[1]) == len(children)  # nothing more went there
+
+
+def test_sigterm_stops_a_study_as_ctrl_c_does():
+    """A scheduler's or a closed session's SIGTERM becomes the SIGINT on which Tune saves its
+    state and stops (the test above follows that path to the end)."""
+    from kdtune.runner import _sigterm_stops_tune
+
+    with pytest.raises(KeyboardInterrupt), _sigterm_stops_tune():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored on the way out
 
 
 @pytest.mark.slow
@@ -242,6 +247,7 @@ def test_trials_starved_of_resources_are_announced_with_what_they_wait_for(monke
     asks = SimpleNamespace(required_resources={"CPU": 1.0, "GPU": 1.0})
     waiting = SimpleNamespace(status="PENDING", placement_group_factory=asks)
     running = SimpleNamespace(status="RUNNING", placement_group_factory=asks)
+    callback.route("starved", callback.Route("sqlite://", "parent", {}, ["val_acc"], 4))
     watcher = callback.TrackingCallback("starved")
     watcher.on_step(1, [waiting, running])
     assert capsys.readouterr().out == ""  # one runs: nothing is starved

@@ -119,3 +119,59 @@ def test_every_trial_records_its_resolved_typed_hyperparameters(smoke_study):
         assert params["epochs"] == str(spec.recipe.epochs) and params["optimizer"] == "sgd"
     assert schema.field("epochs").type == "int64" and schema.field("augment").type == "bool"
     assert schema.field("logit_standardize").type == "bool"
+
+
+def test_the_mlflow_record_reads_at_a_glance(smoke_study):
+    """What the UI shows, asserted over MLflow's API: an experiment of model training (it opens
+    on its runs), child runs named by their configuration, readable params, kdtune's own metrics
+    only, a parent run that describes the study and carries its data and interactive front."""
+    import json
+
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    spec, result, client = smoke_study
+    parent = client.get_run(result.parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.data.params["methods"] == "kd, mixup_kd"
+    assert parent.data.params["objectives"] == "val_acc:max, val_ece:min"
+    assert "data_root" not in parent.data.params  # digits are embedded: no folder to name
+    assert "teacher_test_acc" in parent.data.metrics
+    assert "teacher_val_nll" not in parent.data.metrics  # the rest is in teacher.json
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("### ") and "Pareto front" in note and "pareto.html" in note
+    for row in result.front.to_pylist():
+        assert f"| `{row['run_name']}` | {row['val_acc']:.4f} |" in note
+    views = {k: json.loads(v) for k, v in experiment.tags.items()
+             if k.startswith("mlflow.sharedViewState.")}  # fmt: skip
+    assert {v["name"] for v in views.values()} == {"kdtune: all trials", "kdtune: Pareto front"}
+    for view in views.values():
+        state = json.loads(view["state"])
+        assert "metrics.`val_acc`" in state["selectedColumns"]
+        assert "params.`temperature`" in state["selectedColumns"]
+        assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_acc`", False)
+        shown = client.search_runs([experiment.experiment_id], state["searchFilter"])
+        expected = result.table if "all" in view["name"] else result.front
+        assert len(shown) == expected.num_rows  # the view's filter finds its runs
+    inputs = parent.inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["digits (1078/359/360)"]
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"pareto.html", "teacher.json"} <= artifacts
+    html = (result.study_dir / "pareto.html").read_text()
+    assert html.count("<circle") >= result.table.num_rows  # a point per trial (and the legend)
+    for row in result.table.to_pylist():  # each point's tooltip names its run
+        assert f"<title>{row['run_name']}\ntrial {row['trial_id']}" in html
+    for row in result.table.to_pylist():
+        child = client.get_run(row["mlflow_run_id"])
+        words = child.info.run_name.split()
+        assert words[0] == row["method"]
+        assert f"T={float(child.data.params['temperature']):.3g}" in words
+        assert f"w_kd={float(child.data.params['w_kd']):.3g}" in words
+        assert not set(child.data.metrics) & set(AUTO_RESULT_KEYS)
+        assert "train_lr" in child.data.metrics and "lr" not in child.data.metrics
+
+
+def test_tables_put_the_best_trial_first(smoke_study):
+    spec, result, _ = smoke_study
+    values = [v for v in result.table.column("val_acc").to_pylist() if v is not None]
+    assert values == sorted(values, reverse=True)
