@@ -53,9 +53,15 @@ def test_sigterm_stops_a_study_as_ctrl_c_does():
     state and stops (the test above follows that path to the end)."""
     from kdtune.runner import _sigterm_stops_tune
 
-    with pytest.raises(KeyboardInterrupt), _sigterm_stops_tune():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)
+    # Python's own Ctrl-C handler, as in a fresh driver: an in-process Tune run earlier in the
+    # session may have left Tune's handler installed, which logs instead of raising.
+    interrupt_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _sigterm_stops_tune():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        signal.signal(signal.SIGINT, interrupt_handler)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored on the way out
 
 
