@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         methods=("kd",),
         fixed=PINNED,
         num_samples=args.trials,
+        scheduler="fifo",  # every trial the same full training, as the plain loop's
         max_concurrent_trials=1,
         cpus_per_trial=2,
         recipe=Recipe(epochs=args.epochs),

@@ -22,7 +22,7 @@ from kdtune.teacher import get_teacher
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="4 trials of 10 epochs (CI)")
-    parser.add_argument("--trials", type=int, default=study.SPEC.num_samples)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=study.SPEC.recipe.epochs)
     args = parser.parse_args(argv)
     if args.quick:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         spec = dataclasses.replace(
             study.SPEC,
             name=f"scaling{concurrent}",
+            scheduler="fifo",  # whole trials: the rate of trials is what scales
             num_samples=args.trials,
             max_concurrent_trials=concurrent,
             cpus_per_trial=2 / concurrent,

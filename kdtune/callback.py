@@ -21,7 +21,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
 from kdtune.hparams import format_value
-from kdtune.tracking import METHOD_TAG, StudyTracker
+from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
 from kdtune.trainable import EPOCH_HISTORY
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -43,6 +43,23 @@ def failure_reason(error: BaseException | str | None) -> str:
         return "unknown error"
     lines = str(cause).strip().splitlines() or [""]
     return f"{type(cause).__name__}: {lines[-1] if 'Traceback' in lines[0] else lines[0]}"[:500]
+
+
+def short_of_budget(result: Mapping[str, Any], config: Mapping[str, Any]) -> int | None:
+    """The epoch of an ended trial's last report when that is before its budget (the scheduler
+    stopped it there); None when it ran its whole budget."""
+    epoch, budget = result.get("epoch"), config.get("epochs")
+    if epoch is None or budget is None or epoch >= budget:
+        return None
+    return int(epoch)
+
+
+def stopped_at(trial: Any) -> int | None:
+    """The epoch at which the scheduler stopped a trial that Tune counts as ended (TERMINATED)
+    short of its budget; None for one that ran its whole budget or did not end."""
+    if trial.status != "TERMINATED":
+        return None
+    return short_of_budget(trial.last_result or {}, trial.config)
 
 
 def trial_failure(trial: Any) -> str:
@@ -224,14 +241,19 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
+        stopped = short_of_budget(result, trial.config)
 
         def write() -> None:
             self._run(trial)
+            if stopped is not None:
+                self.tracker.tag_trial(trial.trial_id, {STOPPED_TAG: str(stopped)})
             self.tracker.end_trial(trial.trial_id, "FINISHED", result.get("test_reliability"))
 
         self._record(write)
         scores = "  ".join(f"{m} {result.get(m, float('nan')):.4f}" for m in self.route.objectives)
-        self._progress(trials, trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s)")
+        budget = trial.config.get("epochs")
+        early = "" if stopped is None else f", stopped at epoch {stopped} of {budget}"
+        self._progress(trials, trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s{early})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         reason = trial_failure(trial)
@@ -341,6 +363,8 @@ def reconcile(trials: Iterable[Any], filesystem: pyarrow.fs.FileSystem, tracker:
                 tracker.log_trial(trial.trial_id, own_metrics(report), step=step)
                 written += 1
         tracker.flush(trial.trial_id)
+        if stopped_at(trial) is not None:
+            tracker.tag_trial(trial.trial_id, {STOPPED_TAG: str(stopped_at(trial))})
         # a trial still running when the study stopped is KILLED until --resume continues it
         ended = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(trial.status, "KILLED")
         if tracker.run_status(run_id) != ended:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
 import tempfile
@@ -91,6 +92,16 @@ FLAGS = (
     Flag("--lr", "recipe.lr", float, "student peak learning rate"),
     Flag("--precision", "recipe.precision", str,
          "networks in bf16 autocast or fp32; auto = bf16 on CUDA", ("auto", "fp32", "bf16")),
+    Flag("--scheduler", "scheduler", str,
+         "moasha stops trials that rank low at rung epochs, fifo runs each to its budget; auto: "
+         "moasha for a search, fifo for a grid", ("auto", "moasha", "fifo")),
+    Flag("--grace-period", "grace_period", int,
+         "epochs before MO-ASHA's first rung (0 = epochs / reduction factor^2)"),
+    Flag("--reduction-factor", "reduction_factor", float,
+         "each MO-ASHA rung lets on the best 1/this of its trials"),
+    Flag("--sampler", "sampler", str, "Optuna's sampler", ("tpe", "gp", "nsga2")),
+    Flag("--optuna-storage", "optuna_storage", str,
+         "SQLAlchemy URL of the Optuna study (empty: optuna.db in the study folder)"),
     Flag("--seed", "seed", int, "seeds the data split, the teacher, the trials and the sampler"),
     Flag("--storage", "storage_path", str, "Ray results, checkpoints, cached teachers"),
 )  # fmt: skip
@@ -226,6 +237,8 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
         if value is not None:
             where, _, field = flag.target.rpartition(".")
             (recipes[where] if where else changes)[field] = value
+    if changes.get("objectives", base.objectives) != base.objectives:
+        changes["reference_point"] = ()  # the study's is one value per objective of its own
     if args.compile:
         recipes["recipe"]["compile"] = recipes["teacher_recipe"]["compile"] = True
     if args.augment is not None:
@@ -402,6 +415,23 @@ def _methods(args: argparse.Namespace) -> None:
         print("(no hyperparameters)")
 
 
+def _dashboard(args: argparse.Namespace) -> None:
+    """optuna-dashboard on a study's Optuna storage, on 127.0.0.1 unless told otherwise."""
+    target = Path(args.study)
+    url = f"sqlite:///{(target / 'optuna.db').resolve()}" if target.is_dir() else args.study
+    if target.is_dir() and not (target / "optuna.db").exists():
+        raise fail(f"study: no optuna.db in {str(target)!r}; give a search's study folder "
+                   "(ray_results/NAME) or its Optuna storage URL")  # fmt: skip
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise fail("optuna-dashboard is not installed: pip install 'kdtune[dashboard]' "
+                   "(or pip install optuna-dashboard)")  # fmt: skip
+    # optuna-dashboard of this interpreter, whether or not its venv is activated
+    command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
+               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+    print(f"kdtune: the Optuna study at {url} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    os.execvp(command[0], command)
+
+
 def _ui(args: argparse.Namespace) -> None:
     uri = (
         args.tracking_uri
@@ -432,6 +462,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods.add_argument("method", nargs="?", help="one method: its hyperparameters in full")
     methods.add_argument("--markdown", action="store_true", help="the README's tables")
     methods.set_defaults(handler=_methods)
+    dashboard = commands.add_parser(
+        "dashboard", help="optuna-dashboard on a search's Optuna study (127.0.0.1 only)")
+    dashboard.add_argument("study", help="a study folder (ray_results/NAME) or a storage URL")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="only change this if you mean to expose it")
+    dashboard.set_defaults(handler=_dashboard)
     ui = commands.add_parser(
         "ui", help="open the MLflow UI on this folder's store (127.0.0.1 only)"
     )

@@ -194,6 +194,17 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
 
 SPLIT_METRICS = ("acc", "top5", "nll", "ece", "adaptive_ece", "classwise_ece", "mce", "rmsce",
                  "brier", "conf_gap", "oe")  # fmt: skip
+# The worst value each bounded metric can take in the direction it is optimised (accuracy
+# maximised, the rest minimised): a hypervolume's natural reference. NLL has no bound, and a
+# signed confidence gap is no objective to minimise.
+WORST = {"acc": 0.0, "top5": 0.0, "ece": 1.0, "adaptive_ece": 1.0, "classwise_ece": 1.0,
+         "mce": 1.0, "rmsce": 1.0, "oe": 1.0, "brier": 2.0}  # fmt: skip
+
+
+def worst_value(metric: str) -> float | None:
+    """WORST of a reported name ("val_ece_ts" -> ece), or None where there is no bound."""
+    name = metric.split("_", 1)[-1].removesuffix("_ts")
+    return WORST.get(name)
 
 
 def evaluate(logits: Tensor, labels: Tensor, num_bins: int = DEFAULT_BINS) -> dict[str, float]:

@@ -18,6 +18,7 @@ from kdtune import atomic, plots, results
 from kdtune.callback import run_name
 from kdtune.config import StudySpec
 from kdtune.hparams import Declarations, by_name
+from kdtune.metrics import worst_value
 from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.runner import trial_rows
 from kdtune.search import grid_keys
@@ -44,8 +45,12 @@ def hparam_columns(table: pa.Table, declarations: Declarations) -> list[str]:
 
 
 def summary_columns(table: pa.Table, declarations: Declarations) -> list[str]:
-    """The printed table: trial, method, the hyperparameters that vary, the headline metrics."""
-    return ["trial_id", "method", *hparam_columns(table, declarations), *SUMMARY_METRICS]
+    """The printed table: trial, method, the hyperparameters that vary, the headline metrics,
+    and how trials ended when some did not run their budget."""
+    statuses = set(table["status"].to_pylist()) if "status" in table.column_names else set()
+    ended = ["status"] + (["stopped_at"] if "STOPPED" in statuses else [])
+    return ["trial_id", "method", *hparam_columns(table, declarations), *SUMMARY_METRICS,
+            *(ended if statuses - {"TERMINATED"} else [])]  # fmt: skip
 
 
 def legend(columns: Sequence[str], declarations: Declarations) -> str:
@@ -59,7 +64,11 @@ def legend(columns: Sequence[str], declarations: Declarations) -> str:
                      "calibration error (15 bins), nll negative log-likelihood; *_ts after "
                      "temperature scaling fitted on validation")  # fmt: skip
     if "pareto" in columns:
-        lines.append("  pareto: on the front of the study's objectives (finished trials only)")
+        lines.append("  pareto: on the front of the study's objectives (among the trials that "
+                     "ran their whole budget)")  # fmt: skip
+    if "stopped_at" in columns:
+        lines.append("  STOPPED: MO-ASHA stopped the trial at epoch stopped_at (its metrics are "
+                     "that epoch's)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -86,6 +95,21 @@ def objectives_of(table: pa.Table) -> list[tuple[str, str]]:
     """The objectives a results table was written with (its schema metadata)."""
     text = (table.schema.metadata or {}).get(OBJECTIVES_KEY, b"").decode()
     return [tuple(item.split(":", 1)) for item in text.split(",") if ":" in item]  # type: ignore
+
+
+def reference_point(spec: StudySpec, points: np.ndarray) -> list[float]:
+    """The hypervolume's reference: the spec's, so that values compare across studies; else
+    each objective's worst possible value, or where it has none its worst seen x 1.1."""
+    if spec.reference_point:
+        return list(spec.reference_point)
+    reference = []
+    for i, (metric, mode) in enumerate(spec.objectives):
+        worst = worst_value(metric)
+        if worst is None:
+            worst = float(np.nanmax(points[:, i]) * 1.1 if mode == "min"
+                          else np.nanmin(points[:, i]) * 0.9)  # fmt: skip
+        reference.append(worst)
+    return reference
 
 
 def mark_front(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -178,9 +202,9 @@ def _figures(
         figures.append(plots.pareto_html(points[:, 0], points[:, 1], on_front, groups,
                                          [_hover(r, spec) for r in rows],
                                          path=folder / "pareto.html", title=title, **labels))
-        worst = [0.0 if x_mode == "max" else np.nanmax(points[:, 0]) * 1.1,
-                 0.0 if y_mode == "max" else np.nanmax(points[:, 1]) * 1.1]  # fmt: skip
-        tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode], worst)})
+        reference = reference_point(spec, points)
+        tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode],
+                                                                 reference)})  # fmt: skip
     with_t = [r for r in finished if "temperature" in r and "test_acc" in r]
     if with_t:
         figures.append(plots.temperature_tradeoff(

@@ -199,6 +199,22 @@ def temperature_tradeoff(
     return _save(fig, path)
 
 
+def importance_panels(rows: Sequence[Mapping[str, object]], *, path: str | Path,
+                      title: str, top: int = 8) -> Path:  # fmt: skip
+    """One horizontal bar chart per objective: its most important hyperparameters."""
+    objectives = list(dict.fromkeys(str(r["objective"]) for r in rows))
+    fig, axes = _panel_row(len(objectives), height=3.8)
+    for ax, objective in zip(axes, objectives):
+        ranked = [r for r in rows if r["objective"] == objective][:top][::-1]
+        ax.barh([str(r["parameter"]) for r in ranked],
+                [float(r["importance"]) for r in ranked], color="tab:blue")  # type: ignore[arg-type]
+        ax.set(title=objective if objective == "pareto front" else metric_label(objective),
+               xlabel="importance", xlim=(0, 1))
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _band(entries: Sequence[Mapping[str, object]], metric: str) -> tuple[np.ndarray, np.ndarray]:
     mean = np.array([e.get(f"{metric}_mean") for e in entries], float)
     std = np.array([e.get(f"{metric}_std") or 0.0 for e in entries], float)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from kdtune.atomic import atomic_path
 
-TEXT_COLUMNS = ("trial_id", "status", "error", "method", "mlflow_run_id", "node_id")
+TEXT_COLUMNS = ("trial_id", "status", "error", "method", "mlflow_run_id", "node_id", "run_name")
 FLAG_COLUMNS = ("pareto",)
 
 

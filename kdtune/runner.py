@@ -36,6 +36,7 @@ from kdtune.callback import (
     TrackingCallback,
     reconcile,
     route,
+    stopped_at,
     trial_failure,
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
@@ -440,14 +441,18 @@ def _sigterm_stops_tune() -> Iterator[None]:
 
 
 def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per Tune trial: its config, its last metrics, its status (TERMINATED, ERROR, or
-    UNFINISHED for a trial an interrupted study left running) and its child run's id."""
+    """One row per Tune trial: its config, its last metrics, its status (TERMINATED: it ran its
+    budget; STOPPED: the scheduler stopped it at `stopped_at`, its metrics those of that epoch;
+    ERROR; UNFINISHED: an interrupted study left it running) and its child run's id."""
     rows = []
     for trial in trials:
         metrics = {k: v for k, v in (trial.last_result or {}).items()
                    if k not in (EPOCH_HISTORY, "config")}  # fmt: skip
         status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
-        rows.append({**trial.config, **metrics, "trial_id": trial.trial_id, "status": status,
+        stopped = stopped_at(trial)
+        rows.append({**trial.config, **metrics, "trial_id": trial.trial_id,
+                     "status": "STOPPED" if stopped is not None else status,
+                     "stopped_at": stopped,
                      "error": trial_failure(trial) if status == "ERROR" else None,
                      "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
     return rows

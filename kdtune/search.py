@@ -14,10 +14,12 @@ different methods and scales. docs/architecture.md says more.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,15 +113,15 @@ def grid_points(spec: StudySpec, declarations: Declarations) -> list[dict[str, A
     return points
 
 
-def make_searcher(spec: StudySpec, declarations: Declarations) -> Any:
-    """Optuna's multi-objective TPE over the study's space; a grid study runs its points in order
-    instead."""
+def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str = "",
+                  resume: bool = False) -> Any:  # fmt: skip
+    """Optuna's multi-objective sampler over the study's space, its study kept in `storage_url`
+    (an RDB: optuna-dashboard reads it, --resume continues it); a grid study runs its points in
+    order instead."""
     if spec.grid:
         return points_searcher(grid_points(spec, declarations))
-    import optuna
-
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, spec.num_samples))
-    return optuna_searcher(DefineByRun(spec, declarations), spec.objectives, sampler)
+    return optuna_searcher(DefineByRun(spec, declarations),
+                           optuna_study(spec, storage_url, resume), rungs(spec))  # fmt: skip
 
 
 def quiet_optuna(verbose: bool) -> None:
@@ -129,52 +131,117 @@ def quiet_optuna(verbose: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
+def make_sampler(spec: StudySpec) -> Any:
+    """The study's Optuna sampler, seeded by the study; each starts from random trials.
+    GPSampler models only the parameters every trial has: with several methods, whose
+    parameters are scoped by method, it models the method and samples the rest at random
+    (Optuna warns on every trial; README, "The sampler", has the measurement)."""
+    import optuna
+
+    startup = min(10, spec.num_samples)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=spec.seed, n_startup_trials=startup,
+                                         warn_independent_sampling=False)  # fmt: skip
+    if spec.sampler == "nsga2":  # generations of a few trials each, or a short search is random
+        population = max(4, min(50, spec.num_samples // 3))
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=population)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+
+
+def optuna_study(spec: StudySpec, storage_url: str, resume: bool) -> Any:
+    """The search's Optuna study, named after the study, in `storage_url` (in memory if "").
+    A fresh start replaces a study of the same name there; --resume loads it."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
+    if storage is not None and not resume:
+        with contextlib.suppress(KeyError):  # none there yet
+            optuna.delete_study(study_name=spec.name, storage=storage)
+    directions = ["maximize" if mode == "max" else "minimize" for _, mode in spec.objectives]
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
+                                sampler=make_sampler(spec), load_if_exists=True)  # fmt: skip
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # labels with
+        study.set_metric_names([metric for metric, _ in spec.objectives])
+    return study
+
+
+def grace_period(spec: StudySpec) -> float:
+    """The spec's, or budget / reduction_factor^2: rungs at a ninth and a third of the budget."""
+    return spec.grace_period or spec.recipe.epochs / spec.reduction_factor**2
+
+
 def make_scheduler(spec: StudySpec) -> Any:
-    """Early stopping (ASHA) only for single-objective searches: Tune's ASHA takes one metric,
-    and a grid study compares every point at its full budget."""
-    if len(spec.objectives) != 1 or spec.grid:
+    """MO-ASHA (kdtune.scheduler) for a search, None (Tune's FIFO) for a grid or when asked."""
+    if not spec.early_stopping:
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from kdtune.scheduler import MultiObjectiveAsha
 
-    metric, mode = spec.objectives[0]
-    return ASHAScheduler(
-        metric=metric,
-        mode=mode,
-        time_attr="epoch",
-        max_t=spec.recipe.epochs,
-        grace_period=max(1, spec.recipe.epochs // 4),
-    )
+    return MultiObjectiveAsha(spec.name, spec.objectives, spec.recipe.epochs, grace_period(spec),
+                              spec.reduction_factor)  # fmt: skip
 
 
-def optuna_searcher(
-    space: DefineByRun, objectives: Sequence[tuple[str, str]], sampler: Any
-) -> Any:  # fmt: skip
+def rungs(spec: StudySpec) -> list[int]:
+    """The epochs at which the study's scheduler judges trials (none without early stopping)."""
+    from kdtune.scheduler import rung_epochs
+
+    if not spec.early_stopping:
+        return []
+    return rung_epochs(grace_period(spec), spec.reduction_factor, spec.recipe.epochs)
+
+
+def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] = ()) -> Any:
     """Optuna's ask/tell as a Tune Searcher: each Tune trial asks one Optuna trial, whose config
-    is `space(trial)`, and tells it the final objectives (a failed or non-finite trial is told
-    FAIL, so the sampler never learns from it)."""
+    is `space(trial)`, and tells it how the trial ended: its final objectives; PRUNED for a trial
+    the scheduler stopped early (TPE then counts it among the poor trials, and no low-fidelity
+    values enter the front); FAIL for a failed or non-finite one, which the sampler ignores.
+    Each trial's objectives at the scheduler's rung epochs are kept as its user attributes
+    ("values_at_epoch_3"), where the importance of hyperparameters can still be read when few
+    trials run their whole budget."""
     import optuna
     from ray.tune.search import Searcher
 
+    from kdtune.callback import expand
+
+    objectives = list(study.metric_names)
+    modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min"
+             for d in study.directions]  # fmt: skip
+
     class OptunaSearcher(Searcher):
         def __init__(self) -> None:
-            super().__init__(metric=[m for m, _ in objectives], mode=[d for _, d in objectives])
-            self.space = space
-            directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
-            self.study = optuna.create_study(directions=directions, sampler=sampler)
+            super().__init__(metric=objectives, mode=modes)
+            self.space, self.study = space, study
             self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
+            self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
 
         def suggest(self, trial_id: str) -> dict[str, Any]:
             if trial_id not in self.asked:
                 self.asked[trial_id] = self.study.ask()
-            return self.space(self.asked[trial_id])
+                self.asked[trial_id].set_user_attr("tune_trial_id", trial_id)
+            config = self.space(self.asked[trial_id])
+            self.epochs[trial_id] = int(config.get("epochs", 0))
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            trial = self.asked.get(trial_id)
+            for report in expand(result) if trial is not None else []:
+                values = [report.get(m) for m in self.metric]
+                if report.get("epoch") in rung_epochs and None not in values:
+                    trial.set_user_attr(f"values_at_epoch_{report['epoch']}", values)
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            if result:  # a trial stopped at a rung ends on that rung's report
+                self.on_trial_result(trial_id, result)
             trial = self.asked.pop(trial_id, None)
             if trial is None:
                 return
-            values = [(result or {}).get(m) for m in self.metric]
-            if error or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            result = result or {}
+            values = [result.get(m) for m in self.metric]
+            finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            if error or not finite:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            elif result.get("epoch", 0) < self.epochs.pop(trial_id, 0):  # stopped at a rung
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
                 self.study.tell(trial, values)
 
@@ -183,8 +250,24 @@ def optuna_searcher(
                 pickle.dump(self.__dict__, handle)
 
         def restore(self, checkpoint_path: str) -> None:
+            """The state of the first launch, its running trials bound to this launch's study:
+            the pickled one names the storage where the study folder was then."""
             with open(checkpoint_path, "rb") as handle:
-                self.__dict__.update(pickle.load(handle))
+                state = pickle.load(handle)
+            running = {trial._trial_id: trial.number for trial in self.study.get_trials(
+                deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
+            # a trial the driver told Optuna about after the last save, before it died, is
+            # ended in the storage already: Optuna refuses to be told twice
+            state["asked"] = {tid: optuna.trial.Trial(self.study, trial._trial_id)
+                              for tid, trial in state["asked"].items()
+                              if trial._trial_id in running}  # fmt: skip
+            state["study"] = self.study
+            self.__dict__.update(state)
+            # asked after the last save, by a driver that then died: no Tune trial will end them
+            kept = {trial._trial_id for trial in self.asked.values()}
+            for trial_id, number in running.items():
+                if trial_id not in kept:
+                    self.study.tell(number, state=optuna.trial.TrialState.FAIL)
 
     return OptunaSearcher()
 

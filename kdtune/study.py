@@ -11,16 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
-from kdtune import plots
+from kdtune import plots, results
 from kdtune.config import ConfigError, StudySpec
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, load_dataset
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
+from kdtune.importance import MIN_TRIALS, format_importances, load_study, study_importances
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS
@@ -41,7 +43,8 @@ from kdtune.runner import (
     study_lock,
     trials_config,
 )
-from kdtune.search import label_keys, make_scheduler, make_searcher, resolve
+from kdtune.scheduler import SCHEDULER_STATE, keep_state
+from kdtune.search import label_keys, make_scheduler, make_searcher, resolve, rungs
 from kdtune.storage import StudyStorage
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.trainable import TrialContext, tune_trainable
@@ -118,6 +121,11 @@ def validate_spec(spec: StudySpec) -> None:
             raise ConfigError(f"grid[{i}]: {error}") from None
     for metric, _ in spec.objectives:
         _check_name("objectives", metric, objective_names())
+        per_epoch = metric.startswith("val_") and not metric.endswith("_ts")
+        if spec.early_stopping and not per_epoch:
+            raise ConfigError(f"objectives: {metric} is only known at a trial's end, but MO-ASHA "
+                              "judges trials at intermediate epochs on val_* metrics; use "
+                              "--scheduler fifo, or val_* objectives")  # fmt: skip
     if spec.cache_teacher_logits:
         _check_teacher_cache(spec)
     _check_hparam_values(spec, declarations)
@@ -192,7 +200,7 @@ def _trainable(spec: StudySpec, data: DatasetBundle, teacher: Teacher | None,
         data=data, teacher=teacher, teacher_logits=logits, student_model=spec.student,
         methods=methods,
         # "auto": the GPU Ray assigned when CUDA sees it (a logical GPU in tests falls back to CPU)
-        device="auto" if spec.gpus_per_trial > 0 else "cpu",
+        device="auto" if spec.gpus_per_trial > 0 else "cpu", report_epochs=frozenset(rungs(spec)),
         threads=max(1, int(spec.cpus_per_trial)),
         checkpoint_interval_s=spec.checkpoint_interval_s,
         report_interval_s=spec.report_interval_s,
@@ -226,8 +234,14 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
                logits: torch.Tensor | None, *, resume: bool, question: str,
                log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
-    tune_config = trials_config(make_searcher(spec, declarations), spec.trial_count,
-                                spec.max_concurrent_trials, make_scheduler(spec))  # fmt: skip
+    optuna_url = spec.optuna_storage or f"sqlite:///{study.storage.local_dir / 'optuna.db'}"
+    tune_config = trials_config(make_searcher(spec, declarations, optuna_url, resume),
+                                spec.trial_count, spec.max_concurrent_trials,
+                                make_scheduler(spec))  # fmt: skip
+    if spec.early_stopping:
+        keep_state(spec.name, study.storage.local_dir / SCHEDULER_STATE)
+        log(f"study: MO-ASHA judges trials at epochs {rungs(spec)} and lets on the best "
+            f"1/{spec.reduction_factor:g} at each")  # fmt: skip
     log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
     objectives = [m for m, _ in spec.objectives]
     labels = label_keys(spec, declarations)
@@ -239,11 +253,34 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
     )  # fmt: skip
     log(format_tables(outcome.table, outcome.front, declarations,
                       front_title=f"Pareto front over {objectives}"))  # fmt: skip
+    files = list(outcome.files)
+    if not spec.grid:
+        files += _importance(spec, optuna_url, study, log)
     return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
                        teacher.metrics if teacher else {}, study.storage,
-                       study.tracker.tracking_uri, study.tracker.experiment_id,
-                       files=list(outcome.files),
+                       study.tracker.tracking_uri, study.tracker.experiment_id, files=files,
                        link=view_link(study.tracker.experiment_id))  # fmt: skip
+
+
+def _importance(spec: StudySpec, optuna_url: str, study: OpenStudy, log: Log) -> list[Path]:
+    """Which hyperparameters mattered, per objective: printed, and as importance.parquet and
+    importance.png on the parent run."""
+    rows = study_importances(load_study(optuna_url, spec.name), spec.objectives,
+                             spec.importance_evaluator, seed=spec.seed)  # fmt: skip
+    if not rows:
+        log(f"\nimportance: fewer than {MIN_TRIALS} trials reached a common budget; no ranking")
+        return []
+    log(format_importances(rows))
+    folder = study.storage.local_dir
+    results.write_table(results.summary_table(rows), folder / "importance.parquet")
+    files = [folder / "importance.parquet",
+             plots.importance_panels(rows, path=folder / "importance.png",
+                                     title=f"{spec.name}: which hyperparameters mattered "
+                                           f"({rows[0]['evaluator']}, {rows[0]['trials']} "
+                                           f"trials at {rows[0]['budget']})")]  # fmt: skip
+    study.tracker.log_study_artifacts(files)
+    study.storage.publish(*files)
+    return files
 
 
 def run_study(

@@ -45,6 +45,7 @@ TRIAL_TAG = "kdtune.trial_id"
 METHOD_TAG = "kdtune.method"
 # on a child run whose trial Tune never saved: the driver died after starting it
 ORPHAN_TAG = "kdtune.orphan"
+STOPPED_TAG = "kdtune.stopped_at_epoch"  # on a child run the scheduler stopped early
 # MLflow 3's UI opens an experiment of this kind on its runs (not on the GenAI overview)
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's Markdown description in the UI
@@ -241,6 +242,10 @@ class StudyTracker:
             self._log(run_id, params=params)
         self._trial_runs[trial_id] = run_id
         return run_id
+
+    def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self._trial_runs[trial_id], key, value)
 
     def mark_orphan(self, run_id: str) -> None:
         """A child run whose trial Tune does not know: tagged, and KILLED if it was running."""

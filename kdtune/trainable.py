@@ -48,6 +48,8 @@ class TrialContext:
     threads: int = 1  # torch intra-op threads, matched to the trial's CPU reservation
     checkpoint_interval_s: float = 0.0  # checkpoint after an epoch once this long has passed
     report_interval_s: float = 0.0  # send epochs to the driver at most this often (batched)
+    # epochs reported at once, batching or not: where the scheduler judges trials (its rungs)
+    report_epochs: frozenset[int] = frozenset()
     teacher_logits: Tensor | None = None  # the teacher on each training sample, if cached
 
 
@@ -186,7 +188,8 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
 
     def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
         result = {**result, "node_id": node_id}  # where it ran: a cluster is audited by node
-        if state is None and time.monotonic() - sent[0] < context.report_interval_s:
+        waiting = result.get("epoch") not in context.report_epochs
+        if state is None and waiting and time.monotonic() - sent[0] < context.report_interval_s:
             held.append(result)
             return
         if held:  # the driver logs these to MLflow before `result`, each at its own epoch

@@ -13,11 +13,11 @@ LAYERS = [
     {"data", "augment", "models"},
     {"methods", "engine", "teacher", "selfdistill", "trainable"},
     {"tracking", "callback"},
-    {"search", "runner", "outcome", "reseed", "study"},
+    {"search", "scheduler", "importance", "runner", "outcome", "reseed", "study"},
     {"cli"},
 ]
-OWNERS = {"mlflow": {"tracking"}, "optuna": {"search"},
-          "ray": {"trainable", "callback", "search", "runner", "study"}}  # fmt: skip
+OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
+          "ray": {"trainable", "callback", "search", "scheduler", "runner", "study"}}  # fmt: skip
 
 
 def _layer(module: str) -> int:

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
@@ -40,6 +41,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(
         study.SMOKE,
+        scheduler="fifo",
         methods=("kd",),
         num_samples=2,
         max_failures=2,
@@ -99,6 +101,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         str(tmp_path / "ray"),
         "--tracking-uri",
         uri,
+        "--scheduler",
+        "fifo",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
@@ -140,6 +144,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(table) == 4 and len({r["trial_id"] for r in table}) == 4
     assert set(finished_before_kill) <= {r["trial_id"] for r in table}
     assert all(r["status"] == "TERMINATED" for r in table)
+    # the same Optuna study went on: every Tune trial told once, none left running
+    optuna_db = tmp_path / "ray" / "resumable" / "optuna.db"
+    searched = optuna.load_study(study_name="resumable", storage=f"sqlite:///{optuna_db}")
+    complete = searched.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(
+        r["trial_id"] for r in table)  # fmt: skip
+    assert not searched.get_trials(states=[optuna.trial.TrialState.RUNNING])
     parents, children = record(uri, "resumable")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(
@@ -156,6 +167,7 @@ def test_hundred_short_trials_eight_at_a_time_against_one_sqlite_store(ray_local
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(
         study.SMOKE, name="load", num_samples=100, max_concurrent_trials=8, cpus_per_trial=0.25,
+        scheduler="fifo",
         recipe=Recipe(epochs=1), storage_path=str(tmp_path / "ray"),
     )  # fmt: skip
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)

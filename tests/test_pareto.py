@@ -36,3 +36,16 @@ def test_hypervolume_of_hand_example():
 def test_bad_directions_are_rejected():
     with pytest.raises(ValueError, match="directions"):
         pareto_front(np.zeros((2, 2)), ["max", "up"])
+
+
+def test_the_reference_point_is_the_specs_else_each_objectives_worst():
+    from kdtune.config import StudySpec
+    from kdtune.outcome import reference_point
+
+    points = np.array([[0.9, 0.4], [0.8, 0.2]])
+    spec = StudySpec(objectives=(("val_acc", "max"), ("test_ece_ts", "min")))
+    assert reference_point(spec, points) == [0.0, 1.0]
+    fixed = StudySpec(objectives=spec.objectives, reference_point=(0.5, 0.3))
+    assert reference_point(fixed, points) == [0.5, 0.3]
+    unbounded = StudySpec(objectives=(("val_acc", "max"), ("val_nll", "min")))
+    assert reference_point(unbounded, points) == pytest.approx([0.0, 0.44])

@@ -19,7 +19,8 @@ def smoke_study(ray_local, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("study")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    spec = dataclasses.replace(study.SMOKE, num_samples=3, storage_path=str(folder / "ray_results"))
+    spec = dataclasses.replace(study.SMOKE, num_samples=3, scheduler="fifo",
+                               storage_path=str(folder / "ray_results"))
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)
     return spec, result, MlflowClient(uri)
 
@@ -76,6 +77,7 @@ def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(study.SMOKE, methods=("kd",), num_samples=1, recipe=Recipe(epochs=6),
+                               scheduler="fifo",
                                report_interval_s=1e9, checkpoint_interval_s=1e9,
                                storage_path=str(tmp_path / "ray"))  # fmt: skip
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)

@@ -110,6 +110,7 @@ def test_study_with_cached_teacher_logits_end_to_end(ray_local, tmp_path):
     from kdtune.study import run_study
 
     spec = dataclasses.replace(study.SMOKE, methods=("kd", "ce"), num_samples=2, recipe=FIXED,
+                               scheduler="fifo",
                                cache_teacher_logits=True,
                                storage_path=str(tmp_path / "ray"))  # fmt: skip
     result = run_study(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda _: None)

@@ -18,7 +18,7 @@ def sweep(tmp_path: Path, name: str, uri: str, *flags: str, trials: int = 4,
     return [sys.executable, str(ROOT / "studies" / "temperature_sweep.py"), "--smoke-test",
             "--name", name, "--num-samples", str(trials), "--max-concurrent-trials", "1",
             "--epochs", str(epochs), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri,
-            *flags]  # fmt: skip
+            "--scheduler", "fifo", *flags]  # fmt: skip
 
 
 def start(command: list[str], cwd: Path) -> subprocess.Popen:

@@ -1,0 +1,146 @@
+"""Which hyperparameters matter: Optuna's importance evaluators over a finished search's study.
+
+Per objective (and, with several, for reaching the Pareto front at all), the importance of each
+hyperparameter the search varied, under the sampler's names: "method", and each method's own
+("kd.temperature", "lskd.w_kd"), so methods whose spaces differ are assessed each on its own
+trials. Only trials that ran their whole budget count (Optuna's COMPLETE; stopped ones are
+PRUNED). The evaluator (PED-ANOVA or fANOVA) is the study's choice; bench/importance.py is the
+measurement behind the default.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+EVALUATORS = ("ped_anova", "fanova")
+MIN_TRIALS = 6  # fewer complete trials say nothing about what matters
+
+
+def _evaluator(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "fanova":
+        return optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+def _subset(study: Any, trials: Sequence[Any]) -> Any:
+    """An in-memory study holding `trials`, for evaluators that need one shared search space."""
+    import optuna
+
+    subset = optuna.create_study(directions=study.directions)
+    subset.add_trials(trials)
+    return subset
+
+
+def _between_share(trials: Sequence[Any], target: Any) -> float:
+    """The share of the target's variance that lies between methods (one-way ANOVA's eta^2)."""
+    values = np.array([target(t) for t in trials], dtype=float)
+    methods = [t.params.get("method") for t in trials]
+    total = float(((values - values.mean()) ** 2).sum())
+    between = sum(len(group) * (group.mean() - values.mean()) ** 2
+                  for group in (values[[m == name for m in methods]] for name in set(methods)))
+    return float(between / total) if total > 0 else 0.0
+
+
+def _importances(study: Any, target: Any, evaluator: str, seed: int) -> dict[str, float]:
+    """{parameter: importance} for one target. PED-ANOVA assesses the whole study at once,
+    conditional parameters included; fANOVA only parameters every trial has, so it assesses
+    "method" over all trials and each method's parameters over that method's trials."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if evaluator == "ped_anova":
+        return optuna.importance.get_param_importances(
+            study, evaluator=_evaluator(evaluator, seed), target=target)  # fmt: skip
+    # unnormalised, fANOVA's importance is the share of the target's variance a parameter
+    # explains; the method's share is the same quantity computed directly (a one-parameter
+    # forest would explain all of its own predictions)
+    found: dict[str, float] = {}
+    methods = {t.params.get("method") for t in complete}
+    if len(methods) > 1:
+        found["method"] = _between_share(complete, target)
+    for method in sorted(methods, key=str):
+        own = [t for t in complete if t.params.get("method") == method]
+        names = sorted({p for t in own for p in t.params if p != "method"})
+        if len(own) >= MIN_TRIALS and names:
+            found.update(optuna.importance.get_param_importances(
+                _subset(study, own), evaluator=_evaluator(evaluator, seed), params=names,
+                target=target, normalize=False))  # fmt: skip
+    return found
+
+
+def format_importances(rows: Sequence[dict[str, Any]], top: int = 5) -> str:
+    """The most important hyperparameters of each objective, as the terminal shows them."""
+    scale = ("share of the objective's variance each explains, within its method's trials"
+             if rows[0]["evaluator"] == "fanova" else "importances of an objective sum to 1")
+    lines = [f"\nWhich hyperparameters mattered ({rows[0]['evaluator']} over "
+             f"the {rows[0]['trials']} trials judged at {rows[0]['budget']}; {scale}):"]
+    for objective in dict.fromkeys(r["objective"] for r in rows):
+        ranked = [r for r in rows if r["objective"] == objective][:top]
+        shown = ", ".join(f"{r['parameter']} {r['importance']:.2f}" for r in ranked)
+        lines.append(f"  {objective}: {shown}")
+    return "\n".join(lines)
+
+
+def load_study(storage_url: str, name: str) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage_url)
+
+
+def _at_fidelity(study: Any) -> tuple[Any, str] | None:
+    """The study to rank hyperparameters on, and at what budget: the trials that ran their
+    whole budget if there are enough; else, under early stopping, every trial's objectives at
+    the deepest rung epoch that enough trials reached (their "values_at_epoch_R" attributes)."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if len(complete) >= MIN_TRIALS:
+        return study, "the whole budget"
+    judged = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE,
+                                                       optuna.trial.TrialState.PRUNED])
+    epochs = sorted({int(key.rsplit("_", 1)[1]) for t in judged for key in t.user_attrs
+                     if key.startswith("values_at_epoch_")}, reverse=True)  # fmt: skip
+    for epoch in epochs:
+        at = [t for t in judged if f"values_at_epoch_{epoch}" in t.user_attrs]
+        if len(at) >= MIN_TRIALS:
+            trials = [optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                values=t.user_attrs[f"values_at_epoch_{epoch}"])
+                      for t in at]  # fmt: skip
+            return _subset(study, trials), f"epoch {epoch}"
+    return None
+
+
+def study_importances(study: Any, objectives: Sequence[tuple[str, str]], evaluator: str,
+                      seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows {objective, parameter, importance, trials, budget, evaluator}, most important first
+    within each objective; "pareto front" rows when there are several objectives (PED-ANOVA
+    only: the importance of reaching the front); [] when too few trials say anything."""
+    import optuna
+
+    found = _at_fidelity(study)
+    if found is None:
+        return []
+    ranked_study, budget = found
+    count = len(ranked_study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]))
+    targets: list[tuple[str, Any]] = [
+        (metric, (lambda t, i=i, s=(-1.0 if mode == "max" else 1.0): s * t.values[i]))
+        for i, (metric, mode) in enumerate(objectives)
+    ]  # PED-ANOVA with a target finds what makes it low: maxima are negated
+    if evaluator == "ped_anova" and len(objectives) > 1:
+        targets.append(("pareto front", None))
+    rows = []
+    for name, target in targets:
+        with warnings.catch_warnings():  # Optuna's: `normalize` is experimental; PED-ANOVA
+            warnings.simplefilter("ignore")  # minimises a target (ours are signed to suit)
+            found = _importances(ranked_study, target, evaluator, seed)
+        ranked = sorted(found.items(), key=lambda item: -item[1])
+        rows += [{"objective": name, "parameter": parameter, "importance": float(value),
+                  "trials": count, "budget": budget, "evaluator": evaluator}
+                 for parameter, value in ranked]  # fmt: skip
+    return rows

@@ -1,0 +1,142 @@
+"""MO-ASHA's decisions on scripted results, its state across a resume, and a real study it
+stops early: the front holds full-budget trials only, Optuna hears of the stopped ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kdtune.pareto import best_first, crowding_distance, nondominated_ranks
+from kdtune.scheduler import MultiObjectiveAsha, keep_state, rung_epochs
+
+OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
+
+
+def test_rungs_sit_at_the_grace_period_times_powers_of_the_reduction_factor():
+    assert rung_epochs(3, 3, 30) == [3, 9]  # not 27: up to the budget / reduction factor
+    assert rung_epochs(30 / 9, 3, 30) == [3, 10] and rung_epochs(240 / 9, 3, 240) == [27, 80]
+    assert rung_epochs(1, 2, 8) == [1, 2, 4] and rung_epochs(2 / 4, 2, 2) == [1]
+    assert rung_epochs(5, 3, 5) == [] and rung_epochs(1, 3, 2) == []
+
+
+def test_ranks_and_crowding_by_hand():
+    points = np.array([[0.9, 0.1], [0.8, 0.05], [0.85, 0.2], [0.7, 0.3], [np.nan, 0.0]])
+    assert nondominated_ranks(points, ["max", "min"]).tolist() == [0, 0, 1, 2, 5]
+    # four points of one front: the extremes are infinitely isolated; an inner point's
+    # distance is the sum over objectives of its neighbours' gap over the objective's range
+    crowding = crowding_distance(np.array([[0.0, 1.0], [0.2, 0.6], [0.5, 0.3], [1.0, 0.0]]))
+    assert np.isinf(crowding[[0, 3]]).all()
+    assert crowding[1] == pytest.approx((0.5 - 0.0) + (1.0 - 0.3))
+    assert crowding[2] == pytest.approx((1.0 - 0.2) + (0.6 - 0.0))
+    assert best_first(points, ["max", "min"]).tolist() == [0, 1, 2, 3, 4]
+
+
+def _report(epoch: int, acc: float, ece: float) -> dict:
+    return {"epoch": epoch, "val_acc": acc, "val_ece": ece}
+
+
+def _judge(scheduler: MultiObjectiveAsha, trial: str, acc: float, ece: float) -> str:
+    return scheduler.judge(trial, [_report(1, acc, ece)])
+
+
+def test_a_dominated_trial_stops_at_its_rung_and_a_non_dominated_one_goes_on():
+    asha = MultiObjectiveAsha("scripted", OBJECTIVES, max_epochs=4, grace_period=1,
+                              reduction_factor=2)  # fmt: skip
+    assert asha.rungs == [1, 2]
+    assert _judge(asha, "a", 0.9, 0.1) == "CONTINUE"  # the first at a rung always goes on
+    assert _judge(asha, "b", 0.8, 0.2) == "STOP"  # dominated by a; 1 of 2 goes on
+    assert _judge(asha, "c", 0.95, 0.3) == "CONTINUE"  # on the front with a; 2 of 3 go on
+    # a tie with a (identical objectives): the front holds a, c and d, 2 of 4 go on, and the
+    # crowding distance keeps the front's ends (a and c), not the twin that came later
+    assert _judge(asha, "d", 0.9, 0.1) == "STOP"
+    assert _judge(asha, "e", float("nan"), 0.0) == "STOP"  # a non-finite objective ranks last
+
+
+def test_reports_batched_past_a_rung_are_judged_at_the_rungs_epoch():
+    asha = MultiObjectiveAsha("batched", OBJECTIVES, 10, 2, 2)
+    assert asha.judge("a", [_report(epoch, 0.9, 0.1) for epoch in (1, 2, 3)]) == "CONTINUE"
+    # b's epoch 2 is worse than a's; its better epoch 3 must not decide rung 2
+    reports = [_report(1, 0.5, 0.5), _report(2, 0.5, 0.5), _report(3, 0.99, 0.01)]
+    assert asha.judge("b", reports) == "STOP"
+    assert asha.recorded[2]["b"] == [0.5, 0.5]
+
+
+def test_the_rungs_survive_a_resume_through_the_state_file(tmp_path):
+    straight = MultiObjectiveAsha("straight", OBJECTIVES, 4, 1, 2)
+    keep_state("resumed", tmp_path / "scheduler_state.json")
+    first = MultiObjectiveAsha("resumed", OBJECTIVES, 4, 1, 2)
+    for trial, acc, ece in (("a", 0.9, 0.1), ("b", 0.8, 0.2)):
+        assert _judge(straight, trial, acc, ece) == _judge(first, trial, acc, ece)
+    state = json.loads((tmp_path / "scheduler_state.json").read_text())
+    assert state["recorded"]["1"] == {"a": [0.9, 0.1], "b": [0.8, 0.2]}
+    again = MultiObjectiveAsha("resumed", OBJECTIVES, 4, 1, 2)  # as Tune restores it: empty
+    for trial, acc, ece in (("c", 0.95, 0.3), ("d", 0.9, 0.1)):
+        assert _judge(straight, trial, acc, ece) == _judge(again, trial, acc, ece)
+    assert again.recorded == straight.recorded
+
+
+def test_a_real_search_stops_trials_early_and_keeps_the_front_to_full_budgets(ray_local, tmp_path):
+    import optuna
+
+    import studies.temperature_sweep as study
+    from kdtune.config import Recipe
+    from kdtune.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = dataclasses.replace(study.SMOKE, name="halving", num_samples=8, reduction_factor=2,
+                               max_concurrent_trials=2, recipe=Recipe(epochs=4),
+                               storage_path=str(tmp_path / "ray"))  # fmt: skip
+    result = run_study(spec, tracking_uri=uri, log=lambda _: None)
+    rows = result.table.to_pylist()
+    stopped = [r for r in rows if r["status"] == "STOPPED"]
+    full = [r for r in rows if r["status"] == "TERMINATED"]
+    assert stopped and full and len(stopped) + len(full) == 8
+    assert all(r["stopped_at"] in (1, 2) and r["epoch"] == r["stopped_at"] for r in stopped)
+    assert all(r["epoch"] == 4 and r["test_acc"] is not None for r in full)
+    assert result.front.num_rows >= 1
+    assert set(result.front.column("status").to_pylist()) == {"TERMINATED"}
+    client = MlflowClient(uri)
+    for row in stopped:
+        tags = client.get_run(row["mlflow_run_id"]).data.tags
+        assert tags["kdtune.stopped_at_epoch"] == str(row["stopped_at"])
+    optuna_study = optuna.load_study(study_name="halving",
+                                     storage=f"sqlite:///{result.study_dir / 'optuna.db'}")
+    states = [t.state.name for t in optuna_study.trials]
+    assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
+    assert optuna_study.metric_names == ["val_acc", "val_ece"]
+    assert all("values_at_epoch_1" in t.user_attrs for t in optuna_study.trials)
+    assert (result.study_dir / "scheduler_state.json").exists()
+
+
+def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
+    """A driver that dies after telling Optuna a trial ended, but before Tune saved the searcher,
+    leaves that trial ended in optuna.db and running in the saved state: the resumed searcher
+    must not tell it again (Optuna refuses), must still end the trials that are running, and
+    must FAIL the ones asked after the save, which no Tune trial will end."""
+    import optuna
+
+    import studies.temperature_sweep as study
+    from kdtune.search import make_searcher
+    from kdtune.study import study_declarations
+
+    spec = dataclasses.replace(study.SMOKE, name="resumed", num_samples=4)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = make_searcher(spec, study_declarations(spec), url, resume=False)
+    for trial_id in ("a", "b", "c"):
+        first.suggest(trial_id)
+    first.save(str(tmp_path / "searcher.pkl"))
+    first.suggest("d")  # asked after the save
+    first.on_trial_complete("a", {"epoch": 2, "val_acc": 0.9, "val_ece": 0.05})
+
+    second = make_searcher(spec, study_declarations(spec), url, resume=True)
+    second.restore(str(tmp_path / "searcher.pkl"))
+    second.on_trial_complete("a", {"epoch": 2, "val_acc": 0.9, "val_ece": 0.05})  # no error
+    second.on_trial_complete("b", {"epoch": 2, "val_acc": 0.8, "val_ece": 0.07})
+    second.on_trial_complete("c", error=True)
+    states = {t.user_attrs["tune_trial_id"]: t.state.name
+              for t in optuna.load_study(study_name="resumed", storage=url).trials}  # fmt: skip
+    assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "FAIL", "d": "FAIL"}
