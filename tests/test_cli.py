@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,30 +18,79 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    ("flags", "field"),
-    [
-        (["--methods", "kd,nope"], "methods: unknown 'nope'"),
-        (["--dataset", "mnist"], "dataset: unknown 'mnist'"),
-        (["--student", "vit"], "student: unknown 'vit'"),
-        (["--num-samples", "0"], "num_samples"),
-        (["--lr", "-1"], "lr: must be > 0"),
-        (["--objectives", "val_accuracy:max"], "objectives: unknown 'val_accuracy'"),
-        (["--dataset", "cifar10", "--data-root", "."], "pass --download"),
-        (["--temperature", "2"], "unrecognized arguments"),
-        (["--gpus-per-trial", "1"], "gpus_per_trial: 1.0 asked, but this machine has no CUDA GPU"),
-        (["--cache-teacher-logits", "--methods", "kd"], "cache_teacher_logits: random crop/flip"),
-        (["--fixed", "temperature=0"], "fixed.temperature: must be > 0"),
-        (["--fixed", "w_tckd=1"], "fixed.w_tckd: no method in ['kd', 'mixup_kd']"),
-        (["--search", "temperature=4"], "write NAME=LOW:HIGH"),
-        (["--seed", "-1"], "seed: must be >= 0"),
-        (["--precision", "fp16"], "invalid choice: 'fp16'"),
-    ],
-)
-def test_study_script_rejects_bad_flags(flags, field, tmp_path):
-    out = _run([str(ROOT / "studies" / "temperature_sweep.py"), "--smoke-test", *flags], tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert field in out.stderr and "Traceback" not in out.stderr
+BAD_FLAGS = [
+    (["--methods", "kd,nope"], "methods: unknown 'nope'"),
+    (["--dataset", "mnist"], "dataset: unknown 'mnist'"),
+    (["--student", "vit"], "student: unknown 'vit'"),
+    (["--num-samples", "0"], "num_samples"),
+    (["--lr", "-1"], "lr: must be > 0"),
+    (["--objectives", "val_accuracy:max"], "objectives: unknown 'val_accuracy'"),
+    (["--dataset", "cifar10", "--data-root", "."], "pass --download"),
+    (["--temperature", "2"], "unrecognized arguments"),
+    (["--gpus-per-trial", "1"], "gpus_per_trial: 1.0 asked, but this machine has no CUDA GPU"),
+    (["--cache-teacher-logits", "--methods", "kd"], "cache_teacher_logits: random crop/flip"),
+    (["--fixed", "temperature=0"], "fixed.temperature: must be > 0"),
+    (["--fixed", "w_tckd=1"], "fixed.w_tckd: no method in ['kd', 'mixup_kd']"),
+    (["--search", "temperature=4"], "write NAME=LOW:HIGH"),
+    (["--seed", "-1"], "seed: must be >= 0"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["--scheduler", "asha"], "invalid choice: 'asha'"),
+    (["--reduction-factor", "1"], "reduction_factor: must be > 1"),
+    (["--grace-period", "-1"], "grace_period: must be a whole number of epochs >= 0"),
+    (["--objectives", "val_acc:max,test_ece_ts:min"], "use --scheduler fifo"),
+]
+
+# Each case runs the study script as `python studies/temperature_sweep.py --smoke-test FLAGS`
+# would, as __main__ in its own empty folder, all in one fresh interpreter (the imports of torch
+# and Ray cost seconds a case): its exit status, its stderr, whether Ray started, and whether
+# it wrote anything.
+_RUN_CASES = """
+import contextlib, io, json, os, runpy, sys
+import ray
+script, cases, root = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+found = []
+for i, flags in enumerate(cases):
+    folder = os.path.join(root, str(i))
+    os.makedirs(folder)
+    os.chdir(folder)
+    sys.argv = [script, "--smoke-test", *flags]
+    stderr, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(stderr):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code
+    found.append({"code": code, "stderr": stderr.getvalue(), "ray": ray.is_initialized(),
+                  "wrote": os.listdir(folder)})
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    script = str(ROOT / "studies" / "temperature_sweep.py")
+    root = tmp_path_factory.mktemp("bad_flags")
+    cases = json.dumps([flags for flags, _ in BAD_FLAGS])
+    out = _run(["-c", _RUN_CASES, script, cases, str(root)], root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("case", "field"), enumerate(field for _, field in BAD_FLAGS),
+                         ids=[" ".join(flags) for flags, _ in BAD_FLAGS])  # fmt: skip
+def test_study_script_rejects_bad_flags(bad_flag_runs, case, field):
+    run = bad_flag_runs[case]
+    assert run["code"] == 2, run["stderr"]
+    assert field in run["stderr"] and "Traceback" not in run["stderr"]
+    assert not run["ray"] and run["wrote"] == []
+
+
+def test_a_bad_flag_is_one_line_from_the_command_itself(tmp_path):
+    """The same path end to end, as a user types it."""
+    out = _run([str(ROOT / "studies" / "temperature_sweep.py"), "--smoke-test", "--lr", "-1"],
+               tmp_path)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "kdtune: error: lr: must be > 0, got -1.0"]  # fmt: skip
     assert not (tmp_path / "ray_results").exists()
 
 
@@ -70,3 +120,9 @@ def test_kdtune_methods_lists_a_methods_hyperparameters_from_its_declarations(tm
     assert "[0.25, 4] log" in out.stdout and "mdistiller CFG.DKD" in out.stdout
     bad = _run(["-m", "kdtune.cli", "methods", "nope"], tmp_path)
     assert bad.returncode == 2 and "method: unknown 'nope'" in bad.stderr
+
+
+def test_kdtune_dashboard_names_what_is_missing(tmp_path):
+    out = _run(["-m", "kdtune.cli", "dashboard", str(tmp_path)], tmp_path)
+    assert out.returncode == 2 and "study: no optuna.db in" in out.stderr
+    assert "Traceback" not in out.stderr
