@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "name", ["step_throughput", "overhead", "scaling", "epoch_floor", "packing"]
+    "name", ["step_throughput", "overhead", "scaling", "epoch_floor", "packing", "importance",
+             "samplers", "search_efficiency"]
 )
 def test_quick_benchmark_runs_and_records_its_ratio(name, tmp_path):
     env = {**os.environ, "KDTUNE_BENCH_RESULTS": str(tmp_path)}

@@ -1,0 +1,226 @@
+"""What MO-ASHA saves: the default study's search with early stopping against the same search
+with every trial at its full budget (FIFO), same seeds.
+
+Each search is a real study (Ray Tune trials, the Optuna sampler, the MLflow record). From its
+MLflow record: when each trial-epoch was logged and when each trial ended, so that after every
+trial that ran its whole budget, x = the trial-epochs spent so far (every trial's, the stopped
+and the running ones too) and the wall-clock since the first trial began, y = the hypervolume of
+the full-budget front so far, with the reference point of the study's spec. MO-ASHA gets three
+times FIFO's trials (the default study's 72 against 24), as it spends less on each.
+
+Headline: the fraction of FIFO's trial-epochs MO-ASHA needs for its mean curve (over seeds) to
+reach FIFO's mean final hypervolume, e.g. `0.42x` (goal: <= 0.5x; above 1x: never within
+FIFO's budget). The figure shows both curves against trial-epochs and wall-clock.
+
+    python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)
+    python -m bench.search_efficiency --quick    # 1 seed, 6-epoch trials (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import RESULTS, table, write_result
+from kdtune.config import StudySpec
+from kdtune.pareto import hypervolume_2d
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """A search's progress, one point per trial that ran its whole budget, in end order."""
+
+    epochs: np.ndarray  # trial-epochs spent when it ended
+    seconds: np.ndarray  # since the search's first trial began
+    hypervolume: np.ndarray  # of the full-budget front so far
+    total_epochs: int  # the whole search's
+    total_seconds: float
+
+    @property
+    def final(self) -> float:
+        return float(self.hypervolume[-1]) if len(self.hypervolume) else 0.0
+
+
+def search_curve(spec: StudySpec, result) -> Curve:  # noqa: ANN001 - a kdtune StudyResult
+    """The curve of a finished study, read from its MLflow record."""
+    from mlflow import MlflowClient
+
+    from kdtune.outcome import reference_point
+
+    client = MlflowClient(result.tracking_uri)
+    rows = result.table.to_pylist()
+    runs = {r["mlflow_run_id"]: client.get_run(r["mlflow_run_id"]).info for r in rows}
+    began = min(info.start_time for info in runs.values())
+    epoch_times = np.sort(np.concatenate([
+        [m.timestamp for m in client.get_metric_history(run_id, spec.objectives[0][0])]
+        for run_id in runs]))  # fmt: skip
+    full = sorted((r for r in rows if r["status"] == "TERMINATED"),
+                  key=lambda r: runs[r["mlflow_run_id"]].end_time)  # fmt: skip
+    names, modes = [m for m, _ in spec.objectives], [d for _, d in spec.objectives]
+    points = np.array([[r[n] for n in names] for r in full], dtype=float).reshape(-1, len(names))
+    reference = reference_point(spec, points)
+    ends = np.array([runs[r["mlflow_run_id"]].end_time for r in full], dtype=float)
+    return Curve(
+        epochs=np.searchsorted(epoch_times, ends, side="right"),
+        seconds=(ends - began) / 1000,
+        hypervolume=np.array([hypervolume_2d(points[: i + 1], modes, reference)
+                              for i in range(len(full))]),  # fmt: skip
+        total_epochs=len(epoch_times),
+        total_seconds=(max(info.end_time for info in runs.values()) - began) / 1000,
+    )
+
+
+def quick_spec(spec: StudySpec) -> StudySpec:
+    """Six-epoch trainings for CI; they do not reach the study's reference: the natural one."""
+    return dataclasses.replace(
+        spec, recipe=dataclasses.replace(spec.recipe, epochs=6),
+        teacher_recipe=dataclasses.replace(spec.teacher_recipe, epochs=6), reference_point=())
+
+
+def run_search(spec: StudySpec, folder: Path) -> Curve:
+    from kdtune.study import run_study
+
+    spec = dataclasses.replace(spec, storage_path=str(folder / "ray"))
+    result = run_study(spec, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
+    return search_curve(spec, result)
+
+
+def at(curve: Curve, x: np.ndarray, axis: str = "epochs") -> np.ndarray:
+    """The curve's hypervolume at each x (a step function: 0 before its first full trial)."""
+    where = np.searchsorted(getattr(curve, axis), x, side="right") - 1
+    return np.where(where >= 0, curve.hypervolume[np.maximum(where, 0)], 0.0)
+
+
+def fraction_to_reach(curves: Sequence[Curve], target: float, budget: float) -> float:
+    """The least x (as a fraction of `budget` trial-epochs) where the mean of `curves` reaches
+    `target`; inf where it never does."""
+    xs = np.unique(np.concatenate([c.epochs for c in curves]))
+    mean = np.mean([at(c, xs) for c in curves], axis=0)
+    reached = xs[mean >= target - 1e-12]
+    return float(reached[0] / budget) if len(reached) else float("inf")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: None for "never reached"."""
+    return value if np.isfinite(value) else None
+
+
+def plot(fifo: Sequence[Curve], moasha: Sequence[Curve], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for axis, unit, label in ((axes[0], "epochs", "trial-epochs spent"),
+                              (axes[1], "seconds", "wall-clock since the first trial (s)")):
+        for curves, name, colour in ((fifo, "FIFO (every trial its full budget)", "tab:gray"),
+                                     (moasha, "MO-ASHA", "tab:blue")):  # fmt: skip
+            end = max(getattr(c, unit)[-1] if len(c.epochs) else 0 for c in curves)
+            xs = np.linspace(0, end, 400)
+            for curve in curves:
+                axis.step(xs, at(curve, xs, unit), where="post", color=colour, alpha=0.25, lw=1)
+            axis.step(xs, np.mean([at(c, xs, unit) for c in curves], axis=0), where="post",
+                      color=colour, lw=2.2, label=f"{name}, mean of {len(curves)} seeds")
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("hypervolume of the full-budget front")
+    axes[0].legend(loc="lower right", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 seed, 6 and 12 trials of 6 epochs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=24, help="FIFO's")
+    parser.add_argument("--moasha-trials", type=int, default=72, help="the default study's")
+    args = parser.parse_args(argv)
+    import ray
+
+    import studies.temperature_sweep as study
+    from kdtune.runner import set_verbosity
+
+    spec = study.SPEC
+    if args.quick:
+        args.seeds, args.trials, args.moasha_trials, spec = 1, 6, 12, quick_spec(spec)
+    set_verbosity(False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    root = Path(tempfile.mkdtemp(prefix="kdtune_search_efficiency_"))
+    fifo, moasha = [], []
+    for seed in range(args.seeds):
+        for arm, scheduler, trials in ((fifo, "fifo", args.trials),
+                                       (moasha, "moasha", args.moasha_trials)):  # fmt: skip
+            arm_spec = dataclasses.replace(spec, name=f"{scheduler}_{seed}", seed=seed,
+                                           scheduler=scheduler, num_samples=trials)  # fmt: skip
+            arm.append(run_search(arm_spec, root / arm_spec.name))
+            curve = arm[-1]
+            print(f"seed {seed} {scheduler}: {trials} trials, {len(curve.epochs)} ran their "
+                  f"budget, {curve.total_epochs} trial-epochs, {curve.total_seconds:.0f} s, "
+                  f"final hypervolume {curve.final:.5f}", flush=True)  # fmt: skip
+    ray.shutdown()
+    budget = float(np.mean([c.total_epochs for c in fifo]))
+    target = float(np.mean([c.final for c in fifo]))
+    fraction = fraction_to_reach(moasha, target, budget)
+    seconds_budget = float(np.mean([c.total_seconds for c in fifo]))
+    moasha_spent = float(np.mean([c.total_epochs for c in moasha])) / budget
+    per_seed = [fraction_to_reach([m], f.final, f.total_epochs)
+                for f, m in zip(fifo, moasha)]  # fmt: skip
+    rows = [("seed", "FIFO final HV", "MO-ASHA final HV", "MO-ASHA epochs to FIFO's HV")]
+    rows += [(str(s), f"{f.final:.5f}", f"{m.final:.5f}",
+              f"{p:.2f}x" if np.isfinite(p) else "not reached")
+             for s, (f, m, p) in enumerate(zip(fifo, moasha, per_seed))]  # fmt: skip
+    print(table(rows))
+    print(f"reference point {list(spec.reference_point) or 'natural'}; FIFO: {args.trials} "
+          f"trials, {budget:.0f} trial-epochs, {seconds_budget:.0f} s; MO-ASHA: "
+          f"{args.moasha_trials} trials, {moasha_spent:.2f}x FIFO's trial-epochs")  # fmt: skip
+    # the last few percent of a saturating front are a few trials' luck; how fast each gets
+    # most of the way is the steadier comparison
+    partial = {share: (fraction_to_reach(moasha, share * target, budget),
+                       fraction_to_reach(fifo, share * target, budget))
+               for share in (0.9, 0.95)}  # fmt: skip
+    for share, (mine, theirs) in partial.items():
+        print(f"to {share:.0%} of FIFO's final hypervolume: MO-ASHA {mine:.2f}x, FIFO itself "
+              f"{theirs:.2f}x of FIFO's trial-epochs")  # fmt: skip
+    reached = bool(np.isfinite(fraction))
+    # never reached: all that is known is that MO-ASHA would need more than its whole search
+    shown = f"{fraction:.2f}x" if reached else f"> {moasha_spent:.2f}x (not reached)"
+    if reached:
+        print(f"MO-ASHA trial-epochs to FIFO's final hypervolume / FIFO's = {shown}")
+    else:
+        print(f"MO-ASHA did not reach FIFO's final hypervolume in its whole search "
+              f"(= {moasha_spent:.2f}x of FIFO's trial-epochs)")  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    figure = plot(fifo, moasha, RESULTS / f"search_efficiency{'-quick' if args.quick else ''}.png",
+                  f"{spec.name} on {spec.dataset}, {args.seeds} seeds: MO-ASHA reaches FIFO's "
+                  f"final hypervolume with {shown} of its trial-epochs")  # fmt: skip
+    curves = {name: [{k: np.asarray(v).tolist() for k, v in dataclasses.asdict(c).items()}
+                     for c in arm] for name, arm in (("fifo", fifo), ("moasha", moasha))}
+    path = write_result("search_efficiency", torch.device("cpu"), {
+        "seeds": args.seeds, "fifo_trials": args.trials, "moasha_trials": args.moasha_trials,
+        "epochs": spec.recipe.epochs, "reference_point": list(spec.reference_point),
+        "ratio": fraction if reached else moasha_spent, "reached": reached,
+        "per_seed": [_finite(p) for p in per_seed],
+        "fifo_seconds": seconds_budget,
+        "to_share": {f"{s:.2f}": {"moasha": _finite(m), "fifo": _finite(f)}
+                     for s, (m, f) in partial.items()},
+        "figure": figure.name, "curves": curves})  # fmt: skip
+    print(f"wrote {path} and {figure}")
+    return {"ratio": fraction, "per_seed": per_seed}
+
+
+if __name__ == "__main__":
+    main()
