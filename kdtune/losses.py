@@ -64,19 +64,23 @@ def dkd(
     TCKD is the KL between the binary (target, rest) distributions; NCKD the KL between the
     distributions over the non-target classes, obtained as mdistiller does by subtracting 1000
     from the target logit before the softmax. `targets` must be integer labels.
+
+    The binary distributions are computed in log space: log(1 - p_target) is the logsumexp of
+    the non-target log-probabilities. mdistiller's `1 - p_target` in float32 loses the rest's
+    mass for a confident student (at a target-logit gap of 40 it is exactly 0, and the log of
+    its clamp 1e-12 gives 43.1 where the exact loss is 50.7) and has no gradient there.
     """
     target_mask = F.one_hot(targets, student_logits.shape[1]).bool()
-    p_student = F.softmax(student_logits / temperature, dim=1)
-    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
 
-    def binary(p: Tensor) -> Tensor:
-        p_target = (p * target_mask).sum(dim=1, keepdim=True)
-        return torch.cat([p_target, 1 - p_target], dim=1)
+    def binary_log(logits: Tensor) -> Tensor:
+        """log [p_target, 1 - p_target] of softmax(logits / T)."""
+        log_p = F.log_softmax(logits / temperature, dim=1)
+        log_target = log_p.masked_fill(~target_mask, -torch.inf).logsumexp(1, keepdim=True)
+        log_rest = log_p.masked_fill(target_mask, -torch.inf).logsumexp(1, keepdim=True)
+        return torch.cat([log_target, log_rest], dim=1)
 
-    b_student, b_teacher = binary(p_student), binary(p_teacher)
-    tckd = (b_teacher * (b_teacher.clamp_min(1e-12).log() - b_student.clamp_min(1e-12).log())).sum(
-        1
-    )
+    log_b_student, log_b_teacher = binary_log(student_logits), binary_log(teacher_logits)
+    tckd = (log_b_teacher.exp() * (log_b_teacher - log_b_student)).sum(1)
     masked = 1000.0 * target_mask
     log_q_student = F.log_softmax(student_logits / temperature - masked, dim=1)
     log_q_teacher = F.log_softmax(teacher_logits / temperature - masked, dim=1)
@@ -87,29 +91,33 @@ def dkd(
 def topk_scale(
     teacher_logits: Tensor, targets: Tensor, *, k: int, topk_weight: float, topk_bias: float
 ) -> Tensor:
-    """TopKD's Top-K Scaling Module, as an ASSUMPTION (METHODS.md 3.3; the paper's w_i and
-    Delta are in an appendix that was not available).
+    """TopKD's Top-K Scaling Module, as an ASSUMPTION (the paper's w_i and Delta are in an
+    appendix that was not available; every TopKD assumption is listed in METHODS.md 3.3 and in
+    `topkd` below).
 
-    Assumed: the teacher's top-K logits are multiplied by w_r = topk_weight ** ((K - r) / (K - 1))
-    for rank r = 1..K (top-1 x topk_weight, K-th x 1); the ground-truth logit, when outside the
-    top K, gets the top-1 weight (bias correction); every scaled logit is shifted by
-    Delta = topk_bias * (mean(top-K logits) - mean(other logits)). Other logits are unchanged.
+    Assumed: logits are measured from the sample's smallest one, so that the result does not
+    depend on a constant added to all of them (softmax does not either); the teacher's top-K
+    are multiplied by w_r = topk_weight ** ((K - r) / (K - 1)) for rank r = 1..K (top-1 x
+    topk_weight, K-th x 1); the ground-truth logit, when outside the top K, gets the top-1
+    weight, but never less than it had (the correction is there to raise the ground truth);
+    every scaled logit is shifted by Delta = topk_bias * (mean(top-K) - mean(others)). Other
+    logits are unchanged.
     """
     num_classes = teacher_logits.shape[1]
     k = max(1, min(int(k), num_classes - 1))
-    top_values, top_index = teacher_logits.topk(k, dim=1)
+    floor = teacher_logits.min(1, keepdim=True).values
+    above = teacher_logits - floor  # >= 0, unchanged by a shift of all logits
+    top_values, top_index = above.topk(k, dim=1)
     ranks = torch.arange(k, device=teacher_logits.device, dtype=teacher_logits.dtype)
     rank_weights = topk_weight ** ((k - 1 - ranks) / max(k - 1, 1))
-    weights = torch.ones_like(teacher_logits).scatter(
-        1, top_index, rank_weights.expand_as(top_values)
-    )
-    in_top = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter(1, top_index, True)
-    target_mask = F.one_hot(targets, num_classes).bool()
-    weights = torch.where(target_mask & ~in_top, torch.full_like(weights, topk_weight), weights)
-    scaled = in_top | target_mask
-    others_mean = (teacher_logits * ~in_top).sum(1, keepdim=True) / (num_classes - k)
+    weights = torch.ones_like(above).scatter(1, top_index, rank_weights.expand_as(top_values))
+    in_top = torch.zeros_like(above, dtype=torch.bool).scatter(1, top_index, True)
+    corrected = F.one_hot(targets, num_classes).bool() & ~in_top
+    others_mean = (above * ~in_top).sum(1, keepdim=True) / (num_classes - k)
     delta = topk_bias * (top_values.mean(1, keepdim=True) - others_mean)
-    return torch.where(scaled, teacher_logits * weights + delta, teacher_logits)
+    scaled = above * torch.where(corrected, torch.full_like(weights, topk_weight), weights) + delta
+    scaled = torch.where(corrected, torch.maximum(scaled, above), scaled)
+    return floor + torch.where(in_top | corrected, scaled, above)
 
 
 def _group_cosine(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor) -> Tensor:

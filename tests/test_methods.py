@@ -46,6 +46,56 @@ def test_dkd_matches_straight_line_reimplementation():
         )
 
 
+def _exact_tckd(student_gap: float, teacher_gap: float, classes: int) -> float:
+    """TCKD at T = 1 for logits (gap, 0, ..., 0) with the target first, in closed form:
+    log p_target = gap - log(e^gap + C - 1), log(1 - p_target) = log(C - 1) - log(e^gap + C - 1),
+    with log(e^gap + C - 1) = gap + log1p((C - 1) e^-gap) so that nothing overflows."""
+
+    def logs(gap: float) -> tuple[float, float]:
+        norm = gap + math.log1p((classes - 1) * math.exp(-gap))
+        return gap - norm, math.log(classes - 1) - norm
+
+    (s_target, s_rest), (t_target, t_rest) = logs(student_gap), logs(teacher_gap)
+    return (math.exp(t_target) * (t_target - s_target) + math.exp(t_rest) * (t_rest - s_rest))
+
+
+@pytest.mark.parametrize("student_gap", [5.0, 17.0, 40.0, 90.0])
+def test_dkd_tckd_keeps_a_confident_students_rest_mass(student_gap):
+    """float32 logits of a student sure of the target: 1 - p_target underflows, its log does
+    not; TCKD must match the exact value, and its gradient must not vanish."""
+    classes, teacher_gap = 10, 3.0
+    s = torch.zeros(1, classes)
+    s[0, 0] = student_gap
+    t = torch.zeros(1, classes)
+    t[0, 0] = teacher_gap
+    s.requires_grad_(True)
+    tckd = losses.dkd(s, t, torch.tensor([0]), temperature=1.0, w_tckd=1.0, w_nckd=0.0)
+    assert tckd.item() == pytest.approx(_exact_tckd(student_gap, teacher_gap, classes), rel=1e-5)
+    tckd.backward()
+    # d TCKD / d s_target = p_s(target) - p_t(target), about 1 - 0.69 for a sure student
+    def p_target(gap: float) -> float:
+        return 1 / (1 + (classes - 1) * math.exp(-gap))
+
+    assert s.grad[0, 0].item() == pytest.approx(p_target(student_gap) - p_target(teacher_gap),
+                                                rel=1e-4)  # fmt: skip
+
+
+def test_dkd_with_logit_standardisation_keeps_the_ce_on_raw_logits():
+    """LSKD's DKD: the decoupled terms on z-scored logits, the CE on the student's raw ones."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 5) * 3
+    teacher_logits = torch.randn(6, 5) * 4
+    batch = StepBatch(x, torch.arange(6) % 5, 5, raw=x, normalize=lambda v: v,
+                      fill=torch.zeros(3), kd_scale=0.5)  # fmt: skip
+    params = METHODS["lsdkd"].defaults
+    z = lambda v: (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True)  # noqa: E731
+    expected = (F.cross_entropy(x, batch.y) + 0.5 * losses.dkd(
+        z(x), z(teacher_logits), batch.y, temperature=2.0, w_tckd=9.0, w_nckd=72.0))  # fmt: skip
+    got = METHODS["lsdkd"].step(lambda v: v, lambda v: teacher_logits, batch, params)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert (params["temperature"], params["w_tckd"], params["w_nckd"]) == (2.0, 9.0, 72.0)
+
+
 def test_lskd_is_kd_on_z_scored_logits():
     s, t = torch.tensor([[1.0, 2.0, 6.0]]), torch.tensor([[3.0, 0.0, 0.0]])
     z = lambda v: (v - v.mean()) / v.std(ddof=1)  # noqa: E731
@@ -66,6 +116,30 @@ def test_topk_scale_by_hand():
     assert scaled[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 2.25, 0.0])
     inside = losses.topk_scale(t, torch.tensor([0]), k=2, topk_weight=2.0, topk_bias=0.1)
     assert inside[0].tolist() == pytest.approx([8.25, 3.25, 2.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("shift", [5.0, -30.0])
+def test_topk_scale_ignores_a_constant_added_to_all_teacher_logits(shift):
+    """Softmax does not see such a constant, so the scaled target must not either (the form
+    that multiplied raw logits changed it: KL 0.07 at T = 4 for a shift of 5)."""
+    torch.manual_seed(0)
+    t, y = torch.randn(16, 10, dtype=torch.float64) * 3, torch.randint(0, 10, (16,))
+    scale = dict(k=3, topk_weight=2.0, topk_bias=0.1)
+    plain, shifted = losses.topk_scale(t, y, **scale), losses.topk_scale(t + shift, y, **scale)
+    assert torch.allclose(shifted - shift, plain, atol=1e-10)
+    assert losses.kd(plain, shifted, y, temperature=4.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("topk_weight", [0.5, 1.0, 2.0, 4.0])
+def test_topk_scale_never_lowers_the_ground_truth_it_corrects(topk_weight):
+    """A ground-truth class outside the top K is raised (or kept), never lowered, so its
+    probability is at least what it would be without the correction."""
+    torch.manual_seed(1)
+    t = torch.randn(64, 10, dtype=torch.float64) * 3
+    y = t.argsort(1)[:, 2]  # the third smallest logit: outside the top 3
+    scaled = losses.topk_scale(t, y, k=3, topk_weight=topk_weight, topk_bias=0.1)
+    rows = torch.arange(64)
+    assert (scaled[rows, y] >= t[rows, y] - 1e-12).all()
 
 
 def test_topkd_tdl_is_zero_when_student_equals_teacher_and_positive_otherwise():
@@ -244,3 +318,22 @@ def test_mixup_alone_is_ce_on_mixed_inputs_and_labels_without_a_teacher():
     expected = -(lam * log_p[torch.arange(8), y] + (1 - lam) * log_p[torch.arange(8), y[partner]])
     assert not METHODS["mixup"].uses_teacher
     assert loss.item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["da_kd", "cutmix_kd", "crld"])
+def test_the_student_sees_each_view_in_a_pass_of_its_own(method):
+    """As the official code does: a pass on cat([x, x']) would normalise each view with the
+    BatchNorm statistics of both. Each student pass holds one view: B rows, not 2B."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4)
+    batch = StepBatch(x, torch.arange(6) % 5, 5, raw=x, normalize=lambda v: v, fill=torch.zeros(3))
+    network = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                                  torch.nn.Linear(48, 5)).train()  # fmt: skip
+    sizes: list[int] = []
+
+    def student(v: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(v))
+        return network(v)
+
+    METHODS[method].step(student, _recording_teacher([]), batch, METHODS[method].defaults)
+    assert sizes == [6, 6]
