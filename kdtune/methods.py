@@ -146,9 +146,10 @@ def _kd_step(student: Network, teacher: TeacherFn | None, batch: StepBatch, p: P
 def _dkd_step(student: Network, teacher: TeacherFn | None, batch: StepBatch, p: Params) -> Tensor:
     assert teacher is not None
     s, t = student(batch.x), _teacher_target(teacher(batch.x), batch.y, p)
-    if p["logit_standardize"]:
-        s, t = losses.standardize(s), losses.standardize(t)
-    decoupled = losses.dkd(s, t, batch.y, temperature=p["temperature"], w_tckd=p["w_tckd"],
+    # standardisation is the distillation term's alone: the CE sees the raw logits, as in the
+    # LSKD repository's DKD (z-scored logits in the CE would change the loss by ~1 nat)
+    zs, zt = (losses.standardize(s), losses.standardize(t)) if p["logit_standardize"] else (s, t)
+    decoupled = losses.dkd(zs, zt, batch.y, temperature=p["temperature"], w_tckd=p["w_tckd"],
                            w_nckd=p["w_nckd"])  # fmt: skip
     return p["w_ce"] * losses.ce(s, t, batch.y) + batch.kd_scale * decoupled
 
@@ -178,10 +179,11 @@ def _kd_with_extra_view(
     extra_student: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """Good-DA-in-KD's loss: w_ce CE(x) + w_kd [KD on x + KD on the augmented copy x'], where
-    the teacher's output on x' is the target (mixed labels are not used)."""
-    s = student(batch.x if extra_student is not None else torch.cat([batch.x, extra]))
-    s_x = s[: len(batch.x)]
-    s_extra = extra_student if extra_student is not None else s[len(batch.x) :]
+    the teacher's output on x' is the target (mixed labels are not used). The student sees x and
+    x' in forward passes of their own, as the official code does: in one pass on both, the
+    student's BatchNorm would normalise each view with the statistics of the two together."""
+    s_x = student(batch.x)
+    s_extra = extra_student if extra_student is not None else student(extra)
     t_x, t_extra = teacher(batch.x), teacher(extra)
     distill = _kd_term(s_x, t_x, batch.y, p) + _kd_term(s_extra, t_extra, batch.y, p)
     return p["w_ce"] * losses.ce(s_x, t_x, batch.y) + batch.kd_scale * p["w_kd"] * distill
@@ -228,12 +230,13 @@ def _crld_step(student: Network, teacher: TeacherFn | None, batch: StepBatch, p:
     four forward passes (student and teacher on both)."""
     assert teacher is not None
     strong = _strong_view(batch)
-    s = student(torch.cat([batch.x, strong]))
+    # the student's views in passes of their own (its BatchNorm batch statistics per view, as
+    # in CRLD's code); the teacher is in eval mode, where one pass on both gives the same
     t = teacher(torch.cat([batch.x, strong]))
     n = len(batch.x)
     return losses.crld(
-        s[:n], s[n:], t[:n], t[n:], batch.y, temperature=p["temperature"], tau_w=p["tau_w"],
-        tau_s=p["tau_s"], w_ce=p["w_ce"], w_wv=batch.kd_scale * p["w_wv"],
+        student(batch.x), student(strong), t[:n], t[n:], batch.y, temperature=p["temperature"],
+        tau_w=p["tau_w"], tau_s=p["tau_s"], w_ce=p["w_ce"], w_wv=batch.kd_scale * p["w_wv"],
         w_cv=batch.kd_scale * p["w_cv"],
     )  # fmt: skip
 
@@ -257,6 +260,8 @@ def _topkd_step(student: Network, teacher: TeacherFn | None, batch: StepBatch, p
 MDISTILLER_KD = "mdistiller CFG.KD (METHODS.md 6.1)"
 LSKD_REPO = "LSKD repository, --base-temp 2 --kd-weight 9 (METHODS.md 6.3)"
 MDISTILLER_DKD = "mdistiller CFG.DKD (METHODS.md 6.2)"
+LSKD_DKD = ("LSKD repository, DKD --base-temp 2 --kd-weight 9: T = 2, alpha and beta x 9 "
+            "(METHODS.md 6.3)")
 KD_MIXUP = "KD-Mixup code, benchmark.py path B (METHODS.md 1.2)"
 GOOD_DA = "Good-DA-in-KD scripts (METHODS.md 4.2)"
 CFG_CRLD = "CFG.CRLD (METHODS.md 2.3)"
@@ -306,6 +311,14 @@ METHODS: dict[str, Method] = {
                   uses_teacher=True, reference="Zhao et al. 2022; mdistiller",
                   summary="w_ce CE + ramp(epoch) (w_tckd TCKD + w_nckd NCKD), the ramp linear "
                           "over `warmup` epochs", teacher_cacheable=True),
+    "lsdkd": Method(_dkd_step, (TEMPERATURE.at(2.0, LSKD_DKD, search=(1.0, 8.0)),
+                                W_CE.at(1.0, LSKD_DKD),
+                                W_TCKD.at(9.0, LSKD_DKD, search=(1.0, 36.0)),
+                                W_NCKD.at(72.0, LSKD_DKD, search=(8.0, 144.0)),
+                                WARMUP.at(20, MDISTILLER_DKD), *_switches(True, LSKD_DKD)),
+                    uses_teacher=True, reference="Sun et al. 2024 (LSKD repository's DKD)",
+                    summary="`dkd` with its decoupled terms on per-sample z-scored logits (the CE "
+                            "on the raw ones; T is a base temperature)", teacher_cacheable=True),
     "mixup": Method(_mixup_step, (ALPHA.at(1.0, "Zhang et al. 2018 (METHODS.md 1.5)",
                                            search=(0.1, 2.0)),
                                   PARTIAL.at(1.0, "every sample mixed")),
