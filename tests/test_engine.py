@@ -87,3 +87,23 @@ def test_auto_turns_the_fast_path_on_for_cuda_only():
     assert not engine._on("auto", cpu) and engine._on("auto", cuda)
     assert engine._on("on", cpu) and engine._on("bf16", cpu) and not engine._on("off", cuda)
     assert not engine._on("fp32", cuda)
+
+
+def test_step_schedule_is_the_benchmarks_at_every_milestone():
+    """240 epochs of the step schedule: LR 0.05 until epoch 150, then x0.1 at 150, 180 and 210
+    (1-based: the first epoch at the lower LR is 151), as mdistiller's
+    LR_DECAY_STAGES [150, 180, 210] give it; the engine's LR factor driving a real SGD, as fit
+    does."""
+    assert engine.step_milestones(240) == (150, 180, 210)
+    recipe = Recipe(epochs=240, lr=0.05, schedule="step", optimizer="sgd")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, engine._lr_factor(recipe))
+    seen = {}
+    for epoch in range(240):
+        seen[epoch] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+    expected = {0: 0.05, 149: 0.05, 150: 0.005, 179: 0.005, 180: 5e-4, 209: 5e-4, 210: 5e-5,
+                239: 5e-5}  # fmt: skip
+    for epoch, lr in expected.items():
+        assert seen[epoch] == pytest.approx(lr, rel=1e-9), epoch
