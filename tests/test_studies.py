@@ -116,3 +116,22 @@ def test_study_scripts_reject_bad_flags_before_ray(tmp_path):
                              text=True, timeout=120)  # fmt: skip
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
         assert not (tmp_path / "ray_results").exists()
+
+
+def test_a_short_recipe_says_that_dkds_warmup_kept_it_below_full_weight():
+    """DKD's 20 warm-up epochs are the benchmark's 1/12 of 240; in the 30-epoch digits recipe
+    they hold the distillation terms below full weight for epochs 1-19 (the ramp is
+    epoch / 20, counted from 1): the study says so and names the scaled value, 30 / 12 -> 2."""
+    import dataclasses
+
+    import studies.method_zoo as zoo
+    from kdtune.config import Recipe
+    from kdtune.study import study_declarations, warmup_notes
+
+    notes = warmup_notes(zoo.SPEC, study_declarations(zoo.SPEC))
+    assert len(notes) == 1 and "warmup = 20 of 30 epochs" in notes[0]
+    assert "63%" in notes[0] and "--fixed dkd.warmup=2" in notes[0]
+    scaled = dataclasses.replace(zoo.SPEC, fixed={"dkd.warmup": 2})
+    benchmark = dataclasses.replace(zoo.SPEC, recipe=Recipe(epochs=240))
+    assert warmup_notes(scaled, study_declarations(scaled)) == []
+    assert warmup_notes(benchmark, study_declarations(benchmark)) == []
