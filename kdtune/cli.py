@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, StudySpec, one_line
+from kdtune.config import (
+    PROTOCOLS,
+    ConfigError,
+    StudyFailed,
+    StudyInterrupted,
+    StudySpec,
+    benchmark_recipe,
+    one_line,
+)
 from kdtune.hparams import format_value
 
 _T = TypeVar("_T")
@@ -102,6 +110,10 @@ FLAGS = (
     Flag("--sampler", "sampler", str, "Optuna's sampler", ("tpe", "gp", "nsga2")),
     Flag("--optuna-storage", "optuna_storage", str,
          "SQLAlchemy URL of the Optuna study (empty: optuna.db in the study folder)"),
+    Flag("--protocol", "protocol", str,
+         "search: a validation split held out, nothing selected on test; cifar_benchmark: the "
+         "CIFAR-100 KD tables' protocol (all training images, the step recipe of 240 epochs "
+         "unless flags say otherwise, test_* objectives)", PROTOCOLS),
     Flag("--seed", "seed", int, "seeds the data split, the teacher, the trials and the sampler"),
     Flag("--storage", "storage_path", str, "Ray results, checkpoints, cached teachers"),
 )  # fmt: skip
@@ -250,8 +262,16 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
         changes["fixed"] = {**base.fixed, **args.fixed}
     if args.search is not None:
         changes["search"] = {**base.search, **args.search}
+    bases = {name: getattr(base, name) for name in recipes}
+    if changes.get("protocol") == "cifar_benchmark" != base.protocol:  # its preset recipes
+        models = {"recipe": "student", "teacher_recipe": "teacher"}
+        bases = {name: benchmark_recipe(changes.get(model, getattr(base, model)))
+                 for name, model in models.items()}  # fmt: skip
+        if args.smoke_test:  # still a few seconds of training
+            bases = {name: dataclasses.replace(recipe, epochs=getattr(base, name).epochs)
+                     for name, recipe in bases.items()}  # fmt: skip
     for name, values in recipes.items():
-        changes[name] = dataclasses.replace(getattr(base, name), **values)
+        changes[name] = dataclasses.replace(bases[name], **values)
     return dataclasses.replace(base, **changes)
 
 

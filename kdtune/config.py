@@ -123,6 +123,21 @@ class Recipe:
 
 RECIPE_KEYS = [f.name for f in fields(Recipe)]
 
+# What a study's numbers mean. "search": a validation split is held out of the training set,
+# objectives and early stopping read it, nothing is selected on test. "cifar_benchmark": the
+# CIFAR-100 KD tables' protocol (mdistiller, RepDistiller, CRLD, Good-DA-in-KD): all training
+# images trained on, the last epoch's test accuracy reported (and, named as selected on the test
+# set, the best epoch's), with `benchmark_recipe`.
+PROTOCOLS = ("search", "cifar_benchmark")
+SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")  # the benchmark trains them at 0.01
+
+
+def benchmark_recipe(model: str) -> Recipe:
+    """The benchmark's training of `model`: 240 epochs of SGD (momentum 0.9), LR 0.05 (0.01
+    for MobileNetV2 and ShuffleNets), weight decay 5e-4, batch 64, x0.1 at 150, 180 and 210."""
+    return Recipe(epochs=240, batch_size=64, lr=0.01 if model in SMALL_LR_STUDENTS else 0.05,
+                  optimizer="sgd", schedule="step", weight_decay=5e-4)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TrialConfig:
@@ -230,6 +245,9 @@ class StudySpec:
     # The hypervolume's reference point, one value per objective; () = each objective's worst
     # value where it has one (accuracy 0, a calibration error 1), else the worst seen x 1.1
     reference_point: tuple[float, ...] = ()
+    # "search" or "cifar_benchmark" (PROTOCOLS above); in a spec file or with --protocol, the
+    # benchmark's protocol also makes `benchmark_recipe` the recipes' defaults
+    protocol: str = "search"
 
     def __post_init__(self) -> None:
         if self.name in ("", ".", "..") or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -269,7 +287,10 @@ class StudySpec:
             raise ConfigError(f"objectives: name each metric once, got {metrics}")
 
     def _check_search_options(self) -> None:
+        _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("scheduler", self.scheduler, ("auto", "moasha", "fifo"))
+        if self.protocol == "cifar_benchmark":
+            self._check_benchmark_protocol()
         if self.scheduler == "moasha" and self.grid:
             raise ConfigError("scheduler: a grid study compares every point at its full budget; "
                               "use fifo (or auto), or search instead of a grid")  # fmt: skip
@@ -290,10 +311,24 @@ class StudySpec:
         for value in self.reference_point:
             _check_number("reference_point", value)
 
+    def _check_benchmark_protocol(self) -> None:
+        """No validation split: objectives on test, read once at the end, nothing stopped early
+        on them (that would select on the test set)."""
+        for metric, _ in self.objectives:
+            if not metric.startswith("test_") or metric.endswith("_ts"):
+                raise ConfigError(f"objectives: {metric} needs a validation split, which the "
+                                  "cifar_benchmark protocol trains on; use test_* objectives "
+                                  "(e.g. test_acc:max, the benchmark's last-epoch accuracy)")
+        if self.scheduler == "moasha":
+            raise ConfigError("scheduler: MO-ASHA would stop trials on test metrics under the "
+                              "cifar_benchmark protocol; use fifo (or auto)")  # fmt: skip
+
     @property
     def early_stopping(self) -> bool:
-        """Whether trials are judged at rungs (MO-ASHA)."""
-        return self.scheduler == "moasha" or (self.scheduler == "auto" and not self.grid)
+        """Whether trials are judged at rungs (MO-ASHA): asked, or a search under the search
+        protocol."""
+        auto = not self.grid and self.protocol == "search"
+        return self.scheduler == "moasha" or (self.scheduler == "auto" and auto)
 
     def _check_grid(self) -> None:
         if self.seeds and not self.grid:
@@ -339,13 +374,19 @@ class StudySpec:
             if key not in valid:
                 raise _unknown_key_error(str(key), valid, "study spec")
             values[key] = _parse_spec_value(key, value)
+        if values.get("protocol") == "cifar_benchmark":  # the preset, under what the file says
+            for key, model in (("recipe", "student"), ("teacher_recipe", "teacher")):
+                default = next(f.default for f in fields(cls) if f.name == model)
+                base = benchmark_recipe(values.get(model, default))
+                values[key] = dataclasses.replace(base, **raw.get(key, {}))
         return cls(**values)
 
 
 _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path",
-                     "scheduler", "sampler", "optuna_storage", "importance_evaluator"), (str,)),
+                     "scheduler", "sampler", "optuna_storage", "importance_evaluator",
+                     "protocol"), (str,)),
     **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures",
                      "grace_period"), (int,)),
     **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s",

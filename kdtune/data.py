@@ -43,10 +43,27 @@ class DatasetBundle:
     std: tuple[float, ...]
     crop_padding: int  # default training augmentation: random crop with this padding ...
     flip: bool  # ... and horizontal flips where the classes are mirror-invariant
+    # False under the CIFAR benchmark protocol: no validation split, the whole training set is
+    # trained on, and every epoch is evaluated on the test split
+    holdout: bool = True
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    @property
+    def monitored(self) -> tuple[str, Split]:
+        """The split every epoch is evaluated on, with its name: the validation split, or the
+        test split where there is none."""
+        return ("val", self.val) if self.holdout else ("test", self.test)
+
+    def without_holdout(self) -> DatasetBundle:
+        """The benchmark protocol's data: the validation images back in the training set (all
+        50,000 of CIFAR's), no validation split. Mean and std stay those of the held-out
+        training split (CIFAR-100's differ from the full set's by less than 0.001)."""
+        train = Split(torch.cat([self.train.x, self.val.x]), torch.cat([self.train.y, self.val.y]))
+        empty = Split(self.val.x[:0], self.val.y[:0])
+        return replace(self, train=train, val=empty, holdout=False)
 
     def to(self, device: torch.device | str) -> DatasetBundle:
         return replace(

@@ -43,7 +43,9 @@ class EpochEnd:
     epoch: int  # 1-based, the number of finished epochs
     train_loss: float
     lr: float
-    val: dict[str, float]  # metrics.evaluate on the validation split
+    # metrics.evaluate on the split each epoch is evaluated on (`data.monitored`): validation,
+    # or test under the benchmark protocol
+    val: dict[str, float]
     state: Callable[[], dict[str, Any]]  # everything needed to resume after this epoch
 
 
@@ -275,7 +277,8 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         if on_epoch is not None:
-            val_logits = predict(model, data.val.x, loop.normalize, precision=recipe.precision)
-            val = metrics.evaluate(val_logits, data.val.y)
-            on_epoch(EpochEnd(epoch + 1, train_loss, lr, val, lambda e=epoch + 1: state(e)))
+            _, split = data.monitored
+            logits = predict(model, split.x, loop.normalize, precision=recipe.precision)
+            scores = metrics.evaluate(logits, split.y)
+            on_epoch(EpochEnd(epoch + 1, train_loss, lr, scores, lambda e=epoch + 1: state(e)))
     return model

@@ -55,12 +55,18 @@ from kdtune.search import (
 )
 from kdtune.storage import StudyStorage
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
-from kdtune.trainable import TrialContext, tune_trainable
+from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
 
 def objective_names() -> list[str]:
     return [f"{split}_{name}{suffix}" for split in ("val", "test") for name in SPLIT_METRICS
-            for suffix in ("", "_ts")]  # fmt: skip
+            for suffix in ("", "_ts")] + [BEST_ON_TEST]  # fmt: skip
+
+
+def study_data(spec: StudySpec) -> DatasetBundle:
+    """The study's dataset, split as its protocol says."""
+    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
+    return data.without_holdout() if spec.protocol == "cifar_benchmark" else data
 
 
 def study_declarations(spec: StudySpec) -> dict[str, tuple[HParam, ...]]:
@@ -147,7 +153,7 @@ def validate_spec(spec: StudySpec) -> None:
 def study_teacher(spec: StudySpec, device: str = "cpu") -> tuple[DatasetBundle, torch.nn.Module]:
     """The study's data and teacher model (from the study's teacher cache, trained there if
     missing), for diagnostics that need the teacher itself, such as T.stddev."""
-    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
+    data = study_data(spec)
     teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
                           cache_dir=StudyStorage.of(spec.storage_path, spec.name).teacher_cache,
                           log=lambda _: None)  # fmt: skip
@@ -222,11 +228,14 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
     """One study (a search or a grid), without the seed check: every check that the input
     allows runs before data, teacher or Ray; the study folder is held until the end."""
     validate_spec(spec)
-    data = load_dataset(spec.dataset, seed=spec.seed, root=spec.data_root, download=spec.download)
+    data = study_data(spec)
     storage, uri = prepare_storage(spec.storage_path, spec.name, tracking_uri, resume, log)
     with study_lock(storage.local_dir, spec.name):
         log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
             f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
+        if not data.holdout:
+            log("protocol: cifar_benchmark: trained on every training image, no validation "
+                f"split; test_acc is the last epoch's, {BEST_ON_TEST} the best epoch's")
         teacher, logits = _teacher(spec, data, storage, device, log)
         init_ray(log)
         check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
@@ -289,10 +298,11 @@ def warmup_notes(spec: StudySpec, declarations: Declarations) -> list[str]:
         scaled = max(1, round(epochs * BENCHMARK_WARMUP_SHARE))
         for value in sorted({p.get("warmup", warmup) for p in points} or {warmup}):
             if value > scaled:
+                below = min(value - 1, epochs) / epochs  # the ramp is epoch / warmup, from 1
                 notes.append(f"note: {method}'s distillation terms ramp up over warmup = {value} "
-                             f"of {epochs} epochs, below full weight for "
-                             f"{min(value - 1, epochs) / epochs:.0%} of the training (the benchmark: "
-                             f"20 of 240); to keep its share: --fixed {method}.warmup={scaled}")
+                             f"of {epochs} epochs, below full weight for {below:.0%} of the "
+                             f"training (the benchmark: 20 of 240); to keep its share: "
+                             f"--fixed {method}.warmup={scaled}")
     return notes
 
 

@@ -98,7 +98,7 @@ def _evaluate(
     model: nn.Module, data: DatasetBundle
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     results: dict[str, float] = {}
-    for split_name in ("val", "test"):
+    for split_name in ("val", "test") if data.holdout else ("test",):
         split = getattr(data, split_name)
         logits = predict(model, split.x, data.normalize)
         results.update(
@@ -107,12 +107,12 @@ def _evaluate(
     return results, metrics.reliability_bins(logits, data.test.y)
 
 
-def _progress(log: Any, epochs: int) -> Any:
+def _progress(log: Any, epochs: int, monitored: str) -> Any:
     def hook(end: EpochEnd) -> None:
         if end.epoch % max(1, epochs // 5) == 0 or end.epoch == epochs:
             log(
                 f"teacher: epoch {end.epoch}/{epochs} loss {end.train_loss:.4f} "
-                f"val_acc {end.val['acc']:.4f}"
+                f"{monitored}_acc {end.val['acc']:.4f}"
             )
 
     return hook
@@ -130,7 +130,8 @@ def train_teacher(
     torch.manual_seed(seed)
     model = build_model(model_name, data.num_classes, data.in_shape).to(data.train.x.device)
     log(f"teacher: training {model_name} on {data.name} for {recipe.epochs} epochs ...")
-    fit(model, data, METHODS["ce"], {}, recipe, on_epoch=_progress(log, recipe.epochs))
+    progress = _progress(log, recipe.epochs, data.monitored[0])
+    fit(model, data, METHODS["ce"], {}, recipe, on_epoch=progress)
     teacher_metrics, reliability = _evaluate(model, data)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}
