@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from kdtune import plots, results
+from kdtune.benchmark import pair_defaults, with_pair_defaults
 from kdtune.config import ConfigError, StudySpec
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, load_dataset
 from kdtune.engine import resolve_device
@@ -228,6 +229,10 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
     """One study (a search or a grid), without the seed check: every check that the input
     allows runs before data, teacher or Ray; the study folder is held until the end."""
     validate_spec(spec)
+    if found := pair_defaults(spec):
+        log(f"defaults of {spec.teacher} -> {spec.student} (official configs): "
+            + ", ".join(f"{k} {v:g}" for k, v in found.items()))
+        spec = with_pair_defaults(spec)
     data = study_data(spec)
     storage, uri = prepare_storage(spec.storage_path, spec.name, tracking_uri, resume, log)
     with study_lock(storage.local_dir, spec.name):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kdtune"
 LAYERS = [
-    {"config", "hparams", "atomic", "storage"},
+    {"config", "hparams", "atomic", "storage", "benchmark"},
     {"losses", "metrics", "pareto", "results", "plots"},
     {"data", "augment", "models"},
     {"methods", "engine", "teacher", "selfdistill", "trainable"},

@@ -84,3 +84,22 @@ def test_a_benchmark_trial_reports_test_metrics_each_epoch_and_its_best_epoch(di
     assert last[BEST_ON_TEST] == max(r["test_acc"] for r in reports)
     assert states[-1][BEST_ON_TEST] == last[BEST_ON_TEST]  # a resumed trial carries it on
     assert not any(k.endswith("_ts") for k in last) and "temperature_ts" not in last
+
+
+def test_a_pairs_official_defaults_apply_to_a_grid_unless_the_spec_fixes_them():
+    """mdistiller's DKD beta is 6 for the WRN pairs and 2 for resnet56 -> resnet20; the LSKD
+    repository's DKD multiplies it by 9 at base temperature 2."""
+    from kdtune.benchmark import pair_defaults, with_pair_defaults
+
+    grid = ({"method": "dkd"}, {"method": "lsdkd"}, {"method": "kd"})
+    spec = StudySpec(name="b", teacher="wrn_40_2", student="wrn_16_2", methods=("dkd", "lsdkd",
+                     "kd"), grid=grid)  # fmt: skip
+    assert pair_defaults(spec) == {"dkd.w_nckd": 6.0, "lsdkd.w_nckd": 54.0,
+                                   "lsdkd.temperature": 2.0}  # fmt: skip
+    small = dataclasses.replace(spec, teacher="resnet56", student="resnet20")
+    assert with_pair_defaults(small).fixed["dkd.w_nckd"] == 2.0
+    mine = dataclasses.replace(spec, fixed={"w_nckd": 5.0})
+    assert with_pair_defaults(mine).fixed == {"w_nckd": 5.0, "lsdkd.temperature": 2.0}
+    search = StudySpec(name="s", teacher="wrn_40_2", student="wrn_16_2", methods=("dkd",))
+    assert pair_defaults(search) == {} and with_pair_defaults(search) is search
+    assert pair_defaults(dataclasses.replace(spec, teacher="cnn", student="mlp")) == {}
