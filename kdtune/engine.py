@@ -172,12 +172,13 @@ class _Loop:
     teacher_logits: Tensor | None
 
     def batch(self, index: Tensor, kd_scale: float) -> tuple[StepBatch, TeacherFn | None]:
-        x = self.data.train.x[index]
-        if self.recipe.augment:
-            x = augment.crop_flip(x, padding=self.data.crop_padding, flip=self.data.flip)
+        source = self.data.train.x[index]
+        padding = self.data.crop_padding if self.recipe.augment else 0
+        flip = self.data.flip and self.recipe.augment
+        x = augment.crop_flip(source, padding=padding, flip=flip)
         batch = StepBatch(self.normalize(x), self.data.train.y[index], self.data.num_classes,
-                          raw=x, normalize=self.normalize, fill=self.fill,
-                          kd_scale=kd_scale)  # fmt: skip
+                          raw=x, normalize=self.normalize, fill=self.fill, kd_scale=kd_scale,
+                          source=source, crop_padding=padding, flip=flip)  # fmt: skip
         if self.teacher_logits is not None:
             return batch, cached_teacher(self.teacher_logits[index], batch.x)
         return batch, self.teacher

@@ -40,6 +40,11 @@ class StepBatch:
     normalize: Callable[[Tensor], Tensor]
     fill: Tensor  # the mean pixel (uint8 per channel), what Cutout paints holes with
     kd_scale: float = 1.0  # warm-up factor of the distillation terms, set by the engine
+    # the batch before the default crop and flip (uint8), and that crop's padding and flip, for
+    # a view that crops and flips on its own draw (CRLD's strong view); None: `raw` is un-cropped
+    source: Tensor | None = None
+    crop_padding: int = 0
+    flip: bool = False
 
 
 StepFn = Callable[[Network, "TeacherFn | None", StepBatch, Params], Tensor]
@@ -193,7 +198,7 @@ def _da_kd_step(student: Network, teacher: TeacherFn | None, batch: StepBatch, p
     """Good-DA-in-KD with x' = any augmentation of `augment.AUGMENTATIONS` (CutMixPick picks
     by the teacher's entropy here), so a study can train one student per augmentation."""
     assert teacher is not None
-    extra = augment.AUGMENTATIONS[p["augmentation"]](batch.x, teacher)
+    extra = augment.AUGMENTATIONS[p["augmentation"]](batch.x, teacher, normalize=batch.normalize)
     return _kd_with_extra_view(student, teacher, batch, p, extra)
 
 
@@ -221,7 +226,9 @@ def _cutmixpick_kd_step(
 
 def _strong_view(batch: StepBatch) -> Tensor:
     if batch.raw.dtype == torch.uint8 and batch.raw.dim() == 4:
-        return batch.normalize(augment.strong_view(batch.raw, fill=batch.fill))
+        source = batch.raw if batch.source is None else batch.source
+        return batch.normalize(augment.strong_view(source, fill=batch.fill,
+                                                   padding=batch.crop_padding, flip=batch.flip))
     return augment.noisy_view(batch.x)
 
 

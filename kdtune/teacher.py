@@ -220,6 +220,6 @@ def teacher_t_stddev(
         for start in range(0, n - batch_size + 1, batch_size):
             raw = data.train.x[order[start : start + batch_size]]
             x = data.normalize(augment.crop_flip(raw, padding=data.crop_padding, flip=data.flip))
-            extra = augment.AUGMENTATIONS[augmentation](x, teacher)
+            extra = augment.AUGMENTATIONS[augmentation](x, teacher, normalize=data.normalize)
             probs += [teacher(x).softmax(1), teacher(extra).softmax(1)]
     return metrics.t_stddev(torch.cat(probs), chunk_size)

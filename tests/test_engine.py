@@ -107,3 +107,30 @@ def test_step_schedule_is_the_benchmarks_at_every_milestone():
                 239: 5e-5}  # fmt: skip
     for epoch, lr in expected.items():
         assert seen[epoch] == pytest.approx(lr, rel=1e-9), epoch
+
+
+class _Recorded(Exception):
+    pass
+
+
+def test_crlds_strong_view_gets_the_uncropped_batch_and_the_datasets_crop(digits, monkeypatch):
+    """The engine hands CRLD's strong view the batch before the weak view's crop, so the two
+    views crop and flip on draws of their own, as in CRLD's loader."""
+    from dataclasses import replace
+
+    data = replace(digits, crop_padding=2, flip=True)
+    seen = {}
+
+    def recording_view(x, *, fill, padding, flip):
+        seen.update(x=x, padding=padding, flip=flip)
+        raise _Recorded
+
+    monkeypatch.setattr("kdtune.augment.strong_view", recording_view)
+    teacher = frozen(build_model("cnn", 10, data.in_shape))
+    with pytest.raises(_Recorded):
+        fit(build_model("cnn", 10, data.in_shape), data, METHODS["crld"], METHODS["crld"].defaults,
+            Recipe(epochs=1, batch_size=8), teacher=teacher)  # fmt: skip
+    assert (seen["padding"], seen["flip"]) == (2, True)
+    rows = data.train.x.flatten(1)
+    # every image handed over is a training image exactly as stored, not a crop of one
+    assert all((rows == image.flatten()).all(1).any() for image in seen["x"])

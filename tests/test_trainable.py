@@ -90,7 +90,7 @@ def test_t_stddev_of_every_augmentation_from_the_teacher_alone(digits, teacher):
     assert all(0 < v < 0.5 for v in values.values()), values
     assert teacher_t_stddev(model, digits, "cutmix", epochs=2) == pytest.approx(values["cutmix"])
     with pytest.raises(ConfigError, match="augmentation"):
-        teacher_t_stddev(model, digits, "autoaugment")
+        teacher_t_stddev(model, digits, "nope")
 
 
 def test_final_report_has_diagnostics(digits, teacher):
