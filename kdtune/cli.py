@@ -88,6 +88,9 @@ FLAGS = (
     Flag("--data-root", "data_root", str, "folder holding the CIFAR files"),
     Flag("--teacher", "teacher", str, "teacher model"),
     Flag("--student", "student", str, "student model"),
+    Flag("--teacher-checkpoint", "teacher_checkpoint", str,
+         "a trained teacher's state dict (e.g. mdistiller's published CIFAR-100 teachers) to "
+         "use instead of training one"),
     Flag("--objectives", "objectives", _objectives, "comma-separated METRIC:max|min"),
     Flag("--num-samples", "num_samples", int, "trials of a search"),
     Flag("--max-concurrent-trials", "max_concurrent_trials", int, "trials running at once"),

@@ -215,6 +215,10 @@ class StudySpec:
     seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
     teacher_recipe: Recipe = field(default_factory=lambda: Recipe(epochs=30))
+    # A trained `teacher` to use instead of training one (teacher_recipe is then unused): a
+    # state dict file, mdistiller's and RepDistiller's published {"model": ...} files included.
+    # Its SHA-256 is recorded on the study's parent run.
+    teacher_checkpoint: str = ""
     storage_path: str = "./ray_results"
     max_failures: int = 2  # restarts of a crashed trial from its last checkpoint
     # A trial checkpoints after an epoch once this many seconds passed since its last checkpoint
@@ -386,7 +390,7 @@ _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path",
                      "scheduler", "sampler", "optuna_storage", "importance_evaluator",
-                     "protocol"), (str,)),
+                     "protocol", "teacher_checkpoint"), (str,)),
     **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures",
                      "grace_period"), (int,)),
     **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s",

@@ -26,7 +26,7 @@ from kdtune.hparams import Declarations, HParam, by_name
 from kdtune.importance import MIN_TRIALS, format_importances, load_study, study_importances
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
-from kdtune.models import MODELS
+from kdtune.models import MODELS, read_state_dict
 from kdtune.outcome import config_label, format_tables, view_link, write_outcome
 from kdtune.reseed import rerun_front
 from kdtune.runner import (
@@ -143,6 +143,11 @@ def validate_spec(spec: StudySpec) -> None:
                               "--scheduler fifo, or val_* objectives")  # fmt: skip
     if spec.cache_teacher_logits:
         _check_teacher_cache(spec)
+    if spec.teacher_checkpoint:
+        if not any(METHODS[m].uses_teacher for m in spec.methods):
+            raise ConfigError("teacher_checkpoint: no method of this study uses a teacher; "
+                              "drop it, or add a distillation method")  # fmt: skip
+        read_state_dict(spec.teacher_checkpoint)  # whether it fits needs the data: see _teacher
     _check_hparam_values(spec, declarations)
     if spec.gpus_per_trial > 0 and not on_cluster() and not torch.cuda.is_available():
         raise ConfigError(
@@ -157,7 +162,7 @@ def study_teacher(spec: StudySpec, device: str = "cpu") -> tuple[DatasetBundle, 
     data = study_data(spec)
     teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
                           cache_dir=StudyStorage.of(spec.storage_path, spec.name).teacher_cache,
-                          log=lambda _: None)  # fmt: skip
+                          log=lambda _: None, checkpoint=spec.teacher_checkpoint)  # fmt: skip
     model = teacher.build(data.num_classes, data.in_shape, resolve_device(device))
     return data.to(resolve_device(device)), model
 
@@ -169,7 +174,8 @@ def _teacher(spec: StudySpec, data: DatasetBundle, storage: StudyStorage, device
         return None, None
     train = on_study_device(spec.gpus_per_trial, device, train_teacher, log)
     teacher = get_teacher(data, spec.teacher, spec.teacher_recipe, seed=spec.seed,
-                          cache_dir=storage.teacher_cache, log=log, train=train)  # fmt: skip
+                          cache_dir=storage.teacher_cache, log=log, train=train,
+                          checkpoint=spec.teacher_checkpoint)  # fmt: skip
     if not spec.cache_teacher_logits:
         return teacher, None
     compute = on_study_device(spec.gpus_per_trial, device, train_logits, log)
@@ -185,6 +191,8 @@ def study_params(spec: StudySpec) -> dict[str, Any]:
     values["grid"] = [config_label(point, list(point)) for point in spec.grid]
     if spec.dataset in EMBEDDED:
         del values["data_root"], values["download"]
+    if spec.teacher_checkpoint:
+        del values["teacher_recipe"]
     return {key: value for key, value in values.items() if value not in ((), [], {})}
 
 
@@ -198,7 +206,9 @@ def _record_start(study: OpenStudy, spec: StudySpec, data: DatasetBundle,
         return
     study.tracker.log_study_metrics({k: v for k, v in teacher.metrics.items()
                                      if k in ("teacher_test_acc", "teacher_test_ece")})  # fmt: skip
-    summary = {"model": spec.teacher, "checkpoint": teacher.path, **teacher.metrics}
+    summary = {"model": spec.teacher, "checkpoint": teacher.path,
+               "source_checkpoint": spec.teacher_checkpoint or None,
+               "source_sha256": teacher.checkpoint_sha256 or None, **teacher.metrics}
     study.tracker.log_file(study.parent_id, "teacher.json",
                            lambda path: path.write_text(json.dumps(summary, indent=2)))
     study.tracker.log_file(study.parent_id, "reliability_teacher.png",
@@ -244,7 +254,10 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
         teacher, logits = _teacher(spec, data, storage, device, log)
         init_ray(log)
         check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
-        study = open_study(spec.name, storage, study_params(spec), resume=resume,
+        params = study_params(spec)
+        if teacher is not None and teacher.checkpoint_sha256:
+            params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
+        study = open_study(spec.name, storage, params, resume=resume,
                            tracking_uri=uri, log=log)  # fmt: skip
         if not study.resumed:
             _record_start(study, spec, data, teacher)

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
 from kdtune.methods import METHODS
-from kdtune.models import build_model
+from kdtune.models import build_model, first_mismatch, load_weights, sha256_of
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,7 @@ class Teacher:
     reliability: dict[str, list[float]]  # test-split reliability bins
     path: str
     cached: bool  # True when loaded rather than trained now
+    checkpoint_sha256: str = ""  # of the user's checkpoint it came from; "" when kdtune trained it
 
     def build(self, num_classes: int, in_shape: tuple[int, ...], device: torch.device) -> nn.Module:
         model = build_model(self.model_name, num_classes, in_shape)
@@ -46,15 +46,19 @@ class Teacher:
 
 
 def recipe_key(data: DatasetBundle, model_name: str, recipe: Recipe, seed: int) -> str:
-    description = {
-        "data": data.fingerprint(),
-        "model": model_name,
-        "seed": seed,
-        # compiling, the memory layout and the fused optimiser change how fast a teacher trains,
-        # not what it learns (precision does change it)
-        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
-                   if k not in ("compile", "channels_last", "fused_optimizer")},  # fmt: skip
-    }
+    # compiling, the memory layout and the fused optimiser change how fast a teacher trains, not
+    # what it learns (precision does change it)
+    return _key(data, model_name, seed=seed, recipe={
+        k: v for k, v in dataclasses.asdict(recipe).items()
+        if k not in ("compile", "channels_last", "fused_optimizer")})  # fmt: skip
+
+
+def _key(data: DatasetBundle, model_name: str, **source: Any) -> str:
+    """The cache key of a teacher of `model_name` on `data` made from `source` (a recipe and
+    seed, or a checkpoint's digest)."""
+    # weights_layout 2: the CIFAR ResNets took mdistiller's module names; an older cache file
+    # must not be loaded into the renamed modules
+    description = {"data": data.fingerprint(), "model": model_name, "weights_layout": 2, **source}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -71,27 +75,13 @@ def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
                           f"({type(error).__name__}): it is corrupt or not kdtune's; delete it "
                           "to retrain the teacher") from None  # fmt: skip
     model = build_model(model_name, data.num_classes, data.in_shape)
-    mismatch = first_mismatch(model.state_dict(), state)
+    mismatch = first_mismatch(model.state_dict(), state, model_name)
     if mismatch:
         raise ConfigError(f"teacher checkpoint {str(path)!r} is not a {model_name!r} for "
                           f"{data.num_classes} classes ({mismatch}); delete it to retrain the "
                           "teacher")  # fmt: skip
     model.load_state_dict(state)
     return saved
-
-
-def first_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str | None:
-    """The first key in which a state dict differs from a model's: missing, unexpected, or of
-    another shape; None if they fit."""
-    for key, value in expected.items():
-        if key not in found:
-            return f"key {key!r} is missing"
-        item = found[key]
-        if not isinstance(item, torch.Tensor) or item.shape != value.shape:
-            has = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
-            return f"key {key!r} is {has}, the model's is {tuple(value.shape)}"
-    extra = next((key for key in found if key not in expected), None)
-    return f"unexpected key {extra!r}" if extra else None
 
 
 def _evaluate(
@@ -121,6 +111,19 @@ def _progress(log: Any, epochs: int, monitored: str) -> Any:
 TrainedTeacher = dict[str, Any]  # {"state_dict", "metrics", "reliability"}: what the cache holds
 
 
+def adopt_teacher(
+    data: DatasetBundle, model_name: str, checkpoint: str | Path, *, device: str = "auto"
+) -> TrainedTeacher:  # fmt: skip
+    """A teacher trained elsewhere: the checkpoint's weights in `model_name` (one ConfigError if
+    they do not fit), measured on this data as a teacher trained here would be."""
+    model = build_model(model_name, data.num_classes, data.in_shape)
+    load_weights(model, checkpoint, model_name)
+    target = resolve_device(device)
+    teacher_metrics, reliability = _evaluate(model.to(target).eval(), data.to(target))
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"state_dict": state_dict, "metrics": teacher_metrics, "reliability": reliability}
+
+
 def train_teacher(
     data: DatasetBundle, model_name: str, recipe: Recipe, *, seed: int, device: str = "auto",
     log: Any = print,
@@ -139,24 +142,32 @@ def train_teacher(
 
 def get_teacher(
     data: DatasetBundle, model_name: str, recipe: Recipe, *, seed: int, cache_dir: str | Path,
-    log: Any = print, train: Any = train_teacher,
+    log: Any = print, train: Any = train_teacher, checkpoint: str | Path = "",
 ) -> Teacher:  # fmt: skip
     """Load the cached teacher for this exact recipe, or train it with `train` (same signature
-    as `train_teacher`; a study passes a Ray task on a GPU worker) and cache it here."""
-    key = recipe_key(data, model_name, recipe, seed)
+    as `train_teacher`; a study passes a Ray task on a GPU worker) and cache it here. With a
+    `checkpoint`, the teacher is that file's weights instead (cached, with its metrics on this
+    data, under the file's SHA-256; the recipe and seed are unused)."""
+    digest = sha256_of(checkpoint) if checkpoint else ""
+    key = _key(data, model_name, checkpoint_sha256=digest) if checkpoint else recipe_key(
+        data, model_name, recipe, seed)  # fmt: skip
     path = Path(cache_dir) / f"{model_name}-{data.name}-{key}.pt"
     cached = path.exists()
     if cached:
         saved = _load(path, data, model_name)
         log(f"teacher: loaded {model_name} from {path}")
     else:
-        saved = train(data, model_name, recipe, seed=seed)
+        if checkpoint:
+            log(f"teacher: {model_name} from {checkpoint} (sha256 {digest[:12]}...), measuring it")
+            saved = adopt_teacher(data, model_name, checkpoint)
+        else:
+            saved = train(data, model_name, recipe, seed=seed)
         with atomic_path(path) as temp:
             torch.save(saved, temp)
         log(f"teacher: test acc {saved['metrics']['teacher_test_acc']:.4f}, "
             f"test ECE {saved['metrics']['teacher_test_ece']:.4f}; cached at {path}")  # fmt: skip
     return Teacher(model_name, saved["state_dict"], saved["metrics"], saved["reliability"],
-                   str(path), cached)  # fmt: skip
+                   str(path), cached, digest)  # fmt: skip
 
 
 def train_logits(

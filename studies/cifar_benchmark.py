@@ -8,10 +8,11 @@ README, DKD from mdistiller's, KD+LS (lskd) and DKD+LS (lsdkd) from the LSKD rep
 The best epoch's accuracy is shown too, named as selected on the test set: what most tables
 report.
 
-On a GPU cluster (each trial is hours of a GPU; --teacher-checkpoint skips the teacher's 240
-epochs with a published one, mdistiller's cifar_teachers.tar holds them):
+On a GPU cluster (each trial is hours of a GPU; a pair's third field, its teacher's checkpoint,
+skips the teacher's 240 epochs with a published one: mdistiller's cifar_teachers.tar holds them):
   python studies/cifar_benchmark.py --data-root ./data --download --gpus-per-trial 0.5 \\
       --max-concurrent-trials 8 --pairs resnet32x4:resnet8x4,wrn_40_2:wrn_16_2,vgg13:vgg8
+  ... --pairs resnet32x4:resnet8x4:download/cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth
 --smoke-test: resnet56 -> resnet20, kd and dkd, 1 epoch, on the CIFAR-100 folder given by
 --data-root (the tests write a tiny one in CIFAR's own format).
 """
@@ -85,12 +86,14 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
     return summary
 
 
-def _pairs(text: str) -> list[tuple[str, str]]:
+def _pairs(text: str) -> list[tuple[str, ...]]:
+    """'resnet32x4:resnet8x4:teachers/resnet32x4.pth,vgg13:vgg8' -> one tuple per pair, with
+    its teacher's checkpoint where one is given."""
     pairs = [tuple(item.split(":")) for item in text.split(",") if item.strip()]
-    if not pairs or any(len(pair) != 2 or not all(pair) for pair in pairs):
-        raise argparse.ArgumentTypeError(f"{text!r}: write TEACHER:STUDENT,..., e.g. "
-                                         "resnet32x4:resnet8x4,vgg13:vgg8")  # fmt: skip
-    return pairs  # type: ignore[return-value]
+    if not pairs or any(len(pair) not in (2, 3) or not all(pair) for pair in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: write TEACHER:STUDENT[:CHECKPOINT],..., "
+                                         "e.g. resnet32x4:resnet8x4,vgg13:vgg8")  # fmt: skip
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> list[list[dict]]:
@@ -104,10 +107,11 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
     if pre_args.pairs is None:
         return [run_study_script(SPEC, SMOKE, rest, description=__doc__, report=report)]
     found = []
-    for teacher, student in pre_args.pairs:
+    for teacher, student, *checkpoint in pre_args.pairs:
         lr = [] if "--lr" in rest else ["--lr", str(benchmark_recipe(student).lr)]
+        own_teacher = ["--teacher-checkpoint", *checkpoint] if checkpoint else []
         per_pair = [*rest, "--teacher", teacher, "--student", student, "--name",
-                    f"cifar_benchmark-{teacher}-{student}", *lr]  # fmt: skip
+                    f"cifar_benchmark-{teacher}-{student}", *lr, *own_teacher]  # fmt: skip
         found.append(run_study_script(SPEC, SMOKE, per_pair, description=__doc__, report=report))
     return found
 

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import torchvision.datasets
+
+from kdtune.models import build_model
 
 TRAIN, TEST, CLASSES = 400, 100, 10  # labels 0-9 of CIFAR-100's fine labels
 
@@ -53,11 +56,17 @@ def test_the_benchmark_smoke_study_prints_each_method_beside_its_published_numbe
 ):  # fmt: skip
     import studies.cifar_benchmark as study
 
+    # the pair's teacher from a checkpoint in mdistiller's format, as its published ones are
+    checkpoint = tmp_path / "resnet56_vanilla.pth"
+    torch.save({"model": build_model("resnet56", 10, (3, 32, 32)).state_dict(), "epoch": 240},
+               checkpoint)  # fmt: skip
     summaries = study.main(["--smoke-test", "--data-root", str(tiny_cifar), "--storage",
                             str(tmp_path / "ray"), "--tracking-uri",
-                            f"sqlite:///{tmp_path / 'mlflow.db'}"])  # fmt: skip
+                            f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            "--pairs", f"resnet56:resnet20:{checkpoint}"])  # fmt: skip
     out = capsys.readouterr().out
     assert "train/val/test = 400/0/100, 10 classes, shape (3, 32, 32)" in out
+    assert f"teacher: resnet56 from {checkpoint}" in out and "teacher: training" not in out
     assert "defaults of resnet56 -> resnet20 (official configs): dkd.w_nckd 2" in out
     (summary,) = summaries
     assert [e["method"] for e in summary] == ["kd", "dkd"]
@@ -67,7 +76,8 @@ def test_the_benchmark_smoke_study_prints_each_method_beside_its_published_numbe
     kd_line = next(line for line in table.splitlines() if line.strip().startswith("kd"))
     dkd_line = next(line for line in table.splitlines() if line.strip().startswith("dkd"))
     assert "70.66" in kd_line and "71.97" in dkd_line
-    rows = pq.read_table(tmp_path / "ray" / "cifar_benchmark" / "results.parquet").to_pylist()
+    folder = tmp_path / "ray" / "cifar_benchmark-resnet56-resnet20"
+    rows = pq.read_table(folder / "results.parquet").to_pylist()
     assert {r["method"] for r in rows} == {"kd", "dkd"}
     assert all(r["w_nckd"] == 2.0 for r in rows if r["method"] == "dkd")  # the pair's beta
     assert all(r["schedule"] == "step" and r["epochs"] == 1 for r in rows)
