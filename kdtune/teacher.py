@@ -211,19 +211,22 @@ def get_train_logits(
 @torch.no_grad()
 def teacher_t_stddev(
     model: nn.Module, data: DatasetBundle, augmentation: str, *, epochs: int = 10,
-    batch_size: int = 64, chunk_size: int = 640, seed: int = 0,
+    batch_size: int = 64, chunk_size: int = 640, seed: int = 0, scorer: nn.Module | None = None,
 ) -> float:  # fmt: skip
     """Good-DA-in-KD's T.stddev of an augmentation, from the teacher alone (no student trained).
 
     As the paper's `check_ce_var` run: every training batch (crop+flip) and its augmented copy
     go through the teacher, their softmax vectors are buffered in that order, and
     `metrics.t_stddev` takes chunks of 640 (10 batches of 64). Lower predicts a better student.
+    `scorer` is the network whose entropy CutMixPick picks by (default: the teacher; the paper
+    also picks by a fixed student's).
     """
     if augmentation not in augment.AUGMENTATIONS:
         raise ConfigError(f"augmentation: unknown {augmentation!r}; choose one of "
                           f"{sorted(augment.AUGMENTATIONS)}")  # fmt: skip
     torch.manual_seed(seed)
     teacher = frozen(model)
+    picker = frozen(scorer) if scorer is not None else teacher
     probs = []
     n = len(data.train)
     for _ in range(epochs):
@@ -231,6 +234,6 @@ def teacher_t_stddev(
         for start in range(0, n - batch_size + 1, batch_size):
             raw = data.train.x[order[start : start + batch_size]]
             x = data.normalize(augment.crop_flip(raw, padding=data.crop_padding, flip=data.flip))
-            extra = augment.AUGMENTATIONS[augmentation](x, teacher, normalize=data.normalize)
+            extra = augment.AUGMENTATIONS[augmentation](x, picker, normalize=data.normalize)
             probs += [teacher(x).softmax(1), teacher(extra).softmax(1)]
     return metrics.t_stddev(torch.cat(probs), chunk_size)

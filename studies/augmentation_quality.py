@@ -23,8 +23,8 @@ from dataclasses import replace
 import torch
 from scipy import stats
 
-from kdtune import metrics, plots, results
-from kdtune.augment import AUGMENTATIONS, crop_flip
+from kdtune import plots, results
+from kdtune.augment import AUGMENTATIONS
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
 from kdtune.data import DatasetBundle
@@ -63,26 +63,15 @@ def scheme(entry: dict) -> str:
 
 
 def student_pick_t_stddev(spec: StudySpec, data: DatasetBundle, teacher: torch.nn.Module,
-                          *, epochs: int, batch_size: int = 64, chunk_size: int = 640) -> float:
-    """T.stddev of CutMixPick by the student's entropy, as kdtune.teacher.teacher_t_stddev
-    computes the others: the paper picks with a fixed student trained by KD beforehand, so one
-    is trained here with method `kd` at its defaults on the study's recipe."""
+                          *, epochs: int) -> float:
+    """T.stddev of CutMixPick by the student's entropy: the paper picks with a fixed student
+    trained by KD beforehand, so one is trained here with method `kd` at its defaults on the
+    study's recipe."""
     torch.manual_seed(spec.seed)
     student = build_model(spec.student, data.num_classes, data.in_shape)
-    teacher_fn = frozen(teacher)
-    fit(student, data, METHODS["kd"], METHODS["kd"].defaults, spec.recipe, teacher=teacher_fn)
-    student_fn = frozen(student)
-    torch.manual_seed(spec.seed)
-    probs = []
-    n = len(data.train)
-    for _ in range(epochs):
-        order = torch.randperm(n, device=data.train.x.device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            raw = data.train.x[order[start : start + batch_size]]
-            x = data.normalize(crop_flip(raw, padding=data.crop_padding, flip=data.flip))
-            extra = AUGMENTATIONS["cutmixpick"](x, student_fn)
-            probs += [teacher_fn(x).softmax(1), teacher_fn(extra).softmax(1)]
-    return metrics.t_stddev(torch.cat(probs), chunk_size)
+    fit(student, data, METHODS["kd"], METHODS["kd"].defaults, spec.recipe, teacher=frozen(teacher))
+    return teacher_t_stddev(teacher, data, "cutmixpick", epochs=epochs, seed=spec.seed,
+                            scorer=student)
 
 
 def report(spec: StudySpec, result: StudyResult) -> dict:
