@@ -268,17 +268,20 @@ CRLD_OPERATIONS: tuple[tuple[str, Callable[[Tensor, Tensor], Tensor], float, flo
 def rand_augment(x: Tensor, *, num_ops: int = 2) -> Tensor:
     """CRLD's RandAugment(n=2) of a uint8 batch: each image draws `num_ops` operations of
     CRLD_OPERATIONS (with replacement) and, for each, a magnitude uniform in its range; all are
-    applied (no probability of skipping). CRLD's m = 10 is passed but never read."""
+    applied (no probability of skipping). CRLD's m = 10 is passed but never read.
+
+    Every operation runs on the whole batch and each image keeps its own operation's output:
+    selecting the images of an operation instead would read their count on the host, 28 device
+    syncs per training step."""
     img = x.float()
     n = len(img)
     for _ in range(num_ops):
-        chosen = torch.randint(len(CRLD_OPERATIONS), (n,), device=x.device)
+        chosen = torch.randint(len(CRLD_OPERATIONS), (n, 1, 1, 1), device=x.device)
         u = torch.rand(n, device=x.device)
+        out = img
         for k, (_, operation, low, high) in enumerate(CRLD_OPERATIONS):
-            rows = (chosen == k).nonzero().squeeze(1)
-            if len(rows):
-                out = operation(img[rows], low + (high - low) * u[rows])
-                img[rows] = out.round().clamp(0, 255)  # PIL keeps 8-bit images between steps
+            out = torch.where(chosen == k, operation(img, low + (high - low) * u), out)
+        img = out.round().clamp(0, 255)  # PIL keeps 8-bit images between steps
     return img.to(torch.uint8)
 
 

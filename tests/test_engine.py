@@ -17,13 +17,16 @@ def _steps_per_epoch(digits, batch_size: int) -> int:
     return -(-len(digits.train) // batch_size)
 
 
-def test_training_reads_the_device_once_per_check_window(digits, monkeypatch):
-    """Everything that would make a GPU wait for the host (item, bool, float, int, tolist) is
-    counted over a KD training: one read per NONFINITE_CHECK_STEPS steps and one per epoch."""
+@pytest.mark.parametrize("method", ["kd", "crld"])  # crld: per-image RandAugment of uint8 views
+def test_training_reads_the_device_once_per_check_window(digits, monkeypatch, method):
+    """Everything that would make a GPU wait for the host (item, bool, float, int, tolist,
+    nonzero) is counted over a training: one read per NONFINITE_CHECK_STEPS steps and one per
+    epoch."""
     teacher = frozen(build_model("cnn", 10, digits.in_shape))
     student = build_model("mlp", 10, digits.in_shape)
     reads = []
-    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+    # nonzero: its output size is read from the device, a sync on a GPU like item()
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "nonzero"):
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _original=original, _name=name, **kwargs):
@@ -32,7 +35,7 @@ def test_training_reads_the_device_once_per_check_window(digits, monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     epochs, batch_size = 2, 8
-    fit(student, digits, METHODS["kd"], METHODS["kd"].defaults,
+    fit(student, digits, METHODS[method], METHODS[method].defaults,
         Recipe(epochs=epochs, batch_size=batch_size), teacher=teacher)  # fmt: skip
     steps = _steps_per_epoch(digits, batch_size)
     assert steps > 2 * NONFINITE_CHECK_STEPS
