@@ -43,8 +43,9 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 class SmallCNN(nn.Module):
@@ -266,11 +267,6 @@ _MOBILENET_STAGES = (  # expansion (None: the model's), width, blocks, first str
 )  # fmt: skip
 
 
-def _conv_bn_relu_seq(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU())
-
-
 class InvertedResidual(nn.Module):
     """mdistiller's `InvertedResidual`: 1x1 expansion (present even at expansion 1, unlike
     torchvision's), 3x3 depthwise, linear 1x1 projection, all in one Sequential `conv`."""
@@ -302,7 +298,7 @@ class MobileNetV2(nn.Module):
     ) -> None:
         super().__init__()
         c_in = int(32 * width)
-        self.conv1 = _conv_bn_relu_seq(in_shape[0], c_in, 3, stride=2)
+        self.conv1 = nn.Sequential(*_conv_bn_relu(in_shape[0], c_in, 3, stride=2))
         stages = []
         for t, c, n, s in _MOBILENET_STAGES:
             c_out = int(c * width)
@@ -313,7 +309,7 @@ class MobileNetV2(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.ModuleList(stages)
         last = int(1280 * width) if width > 1.0 else 1280
-        self.conv2 = _conv_bn_relu_seq(c_in, last, 1, stride=1)
+        self.conv2 = nn.Sequential(*_conv_bn_relu(c_in, last, 1))
         self.classifier = nn.Sequential(nn.Linear(last, num_classes))  # upstream's `classifier.0`
 
     def forward(self, x: Tensor) -> Tensor:
@@ -521,21 +517,26 @@ def sha256_of(path: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+def load_file(path: str | Path, advice: str) -> Any:
+    """What a checkpoint file holds, loaded with weights_only (a file from the web must never
+    run code while it loads), or one ConfigError that names it and ends with `advice`, never
+    torch's hint to load it with weights_only off."""
+    try:
+        with warnings.catch_warnings():  # torch's, about the file it is about to refuse
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable, truncated, or pickled code
+        raise ConfigError(f"teacher checkpoint {path} cannot be read "
+                          f"({type(error).__name__}): {advice}") from None  # fmt: skip
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict in a checkpoint file: a bare one, the "model" entry of mdistiller's and
     RepDistiller's (`{"model", "best_acc", "epoch", "optimizer"}`) or the "state_dict" entry of
     kdtune's teacher cache; a DataParallel save's "module." prefix removed."""
     if not Path(path).is_file():
         raise ConfigError(f"teacher checkpoint {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch's, about the file it is about to refuse
-            warnings.simplefilter("ignore")
-            # weights_only: a checkpoint from the web must never run code while it loads
-            saved: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # never passes on torch's hint to load it with weights_only off
-        raise ConfigError(f"teacher checkpoint {path} cannot be read "
-                          f"({type(error).__name__}): it is not a PyTorch checkpoint of "
-                          "weights, or it is corrupt") from None  # fmt: skip
+    saved = load_file(path, "it is not a PyTorch checkpoint of weights, or it is corrupt")
     if isinstance(saved, Mapping):
         for entry in ("model", "state_dict"):
             if isinstance(saved.get(entry), Mapping):

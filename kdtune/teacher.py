@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
 from kdtune.methods import METHODS
-from kdtune.models import build_model, first_mismatch, load_weights, sha256_of
+from kdtune.models import build_model, first_mismatch, load_file, load_weights, sha256_of
 
 
 @dataclass(frozen=True)
@@ -63,23 +62,16 @@ def _key(data: DatasetBundle, model_name: str, **source: Any) -> str:
 
 
 def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
-    """A cached teacher, or one ConfigError that names the file (never torch's hint to load it
-    with weights_only=False: a file that weights_only refuses is exactly what not to run)."""
-    try:
-        with warnings.catch_warnings():  # torch's, about the file it is about to refuse
-            warnings.simplefilter("ignore")
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        state = saved["state_dict"]
-    except Exception as error:  # unreadable, not a checkpoint of ours
-        raise ConfigError(f"teacher checkpoint {str(path)!r} cannot be read "
-                          f"({type(error).__name__}): it is corrupt or not kdtune's; delete it "
-                          "to retrain the teacher") from None  # fmt: skip
+    """A cached teacher, or one ConfigError that names the file and says to delete it."""
+    delete = "delete it to retrain the teacher"
+    saved = load_file(path, f"it is corrupt or not kdtune's; {delete}")
+    state = saved.get("state_dict") if isinstance(saved, dict) else None
     model = build_model(model_name, data.num_classes, data.in_shape)
-    mismatch = first_mismatch(model.state_dict(), state, model_name)
+    expected = model.state_dict()
+    mismatch = first_mismatch(expected, state, model_name) if isinstance(state, dict) else "empty"
     if mismatch:
-        raise ConfigError(f"teacher checkpoint {str(path)!r} is not a {model_name!r} for "
-                          f"{data.num_classes} classes ({mismatch}); delete it to retrain the "
-                          "teacher")  # fmt: skip
+        raise ConfigError(f"teacher checkpoint {path} is not a {model_name!r} for "
+                          f"{data.num_classes} classes ({mismatch}); {delete}")  # fmt: skip
     model.load_state_dict(state)
     return saved
 
@@ -148,20 +140,26 @@ def get_teacher(
     as `train_teacher`; a study passes a Ray task on a GPU worker) and cache it here. With a
     `checkpoint`, the teacher is that file's weights instead (cached, with its metrics on this
     data, under the file's SHA-256; the recipe and seed are unused)."""
-    digest = sha256_of(checkpoint) if checkpoint else ""
-    key = _key(data, model_name, checkpoint_sha256=digest) if checkpoint else recipe_key(
-        data, model_name, recipe, seed)  # fmt: skip
+    if checkpoint:
+        digest = sha256_of(checkpoint)
+        key = _key(data, model_name, checkpoint_sha256=digest)
+
+        def make() -> TrainedTeacher:
+            log(f"teacher: {model_name} from {checkpoint} (sha256 {digest[:12]}...), measuring it")
+            return adopt_teacher(data, model_name, checkpoint)
+    else:
+        digest, key = "", recipe_key(data, model_name, recipe, seed)
+
+        def make() -> TrainedTeacher:
+            return train(data, model_name, recipe, seed=seed)
+
     path = Path(cache_dir) / f"{model_name}-{data.name}-{key}.pt"
     cached = path.exists()
     if cached:
         saved = _load(path, data, model_name)
         log(f"teacher: loaded {model_name} from {path}")
     else:
-        if checkpoint:
-            log(f"teacher: {model_name} from {checkpoint} (sha256 {digest[:12]}...), measuring it")
-            saved = adopt_teacher(data, model_name, checkpoint)
-        else:
-            saved = train(data, model_name, recipe, seed=seed)
+        saved = make()
         with atomic_path(path) as temp:
             torch.save(saved, temp)
         log(f"teacher: test acc {saved['metrics']['teacher_test_acc']:.4f}, "
