@@ -72,6 +72,31 @@ def pareto_scatter(
     return _save(fig, path)
 
 
+def _at(value: float, ticks: np.ndarray, low: float, high: float) -> float:
+    """Where `value` lies between `low` and `high` (pixels) on an axis spanning `ticks`."""
+    return low + (value - ticks[0]) / max(ticks[-1] - ticks[0], 1e-12) * (high - low)
+
+
+def _svg_axes(x_ticks: np.ndarray, y_ticks: np.ndarray, x_label: str, y_label: str,
+              width: int, height: int, margin: int) -> list[str]:  # fmt: skip
+    """Grid lines, tick values and axis labels of `pareto_html`'s plot."""
+    svg = []
+    for tick in x_ticks:
+        at_x = _at(tick, x_ticks, margin, width - margin / 2)
+        svg.append(f'<line x1="{at_x}" y1="{margin / 2}" x2="{at_x}" y2="{height - margin}" '
+                   f'stroke="#eee"/><text x="{at_x}" y="{height - margin + 16}" '
+                   f'text-anchor="middle">{tick:.4g}</text>')  # fmt: skip
+    for tick in y_ticks:
+        at_y = _at(tick, y_ticks, height - margin, margin / 2)
+        svg.append(f'<line x1="{margin}" y1="{at_y}" x2="{width - margin / 2}" y2="{at_y}" '
+                   f'stroke="#eee"/><text x="{margin - 6}" y="{at_y + 4}" '
+                   f'text-anchor="end">{tick:.4g}</text>')  # fmt: skip
+    svg.append(f'<text x="{(width + margin / 2) / 2}" y="{height - 24}" text-anchor="middle">'
+               f'{_escape(x_label)}</text><text transform="translate(18,{height / 2}) rotate(-90)"'
+               f' text-anchor="middle">{_escape(y_label)}</text>')  # fmt: skip
+    return svg
+
+
 def pareto_html(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str],
     hover: Sequence[str], *, x_label: str, y_label: str, path: str | Path, title: str,
@@ -87,29 +112,14 @@ def pareto_html(
     x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
     y_ticks = MaxNLocator(6).tick_values(np.nanmin(y[shown]), np.nanmax(y[shown]))
 
-    def at(value: float, ticks: np.ndarray, low: float, high: float) -> float:
-        return low + (value - ticks[0]) / max(ticks[-1] - ticks[0], 1e-12) * (high - low)
-
     def px(i: int) -> tuple[float, float]:
-        return (at(x[i], x_ticks, margin, width - margin / 2),
-                at(y[i], y_ticks, height - margin, margin / 2))  # fmt: skip
+        return (_at(x[i], x_ticks, margin, width - margin / 2),
+                _at(y[i], y_ticks, height - margin, margin / 2))  # fmt: skip
 
     colors = {g: f"C{i % 10}" for i, g in enumerate(sorted(set(groups)))}
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
            f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">']
-    for tick in x_ticks:
-        at_x = at(tick, x_ticks, margin, width - margin / 2)
-        svg.append(f'<line x1="{at_x}" y1="{margin / 2}" x2="{at_x}" y2="{height - margin}" '
-                   f'stroke="#eee"/><text x="{at_x}" y="{height - margin + 16}" '
-                   f'text-anchor="middle">{tick:.4g}</text>')  # fmt: skip
-    for tick in y_ticks:
-        at_y = at(tick, y_ticks, height - margin, margin / 2)
-        svg.append(f'<line x1="{margin}" y1="{at_y}" x2="{width - margin / 2}" y2="{at_y}" '
-                   f'stroke="#eee"/><text x="{margin - 6}" y="{at_y + 4}" '
-                   f'text-anchor="end">{tick:.4g}</text>')  # fmt: skip
-    svg.append(f'<text x="{(width + margin / 2) / 2}" y="{height - 24}" text-anchor="middle">'
-               f'{_escape(x_label)}</text><text transform="translate(18,{height / 2}) rotate(-90)"'
-               f' text-anchor="middle">{_escape(y_label)}</text>')  # fmt: skip
+    svg += _svg_axes(x_ticks, y_ticks, x_label, y_label, width, height, margin)
     front = sorted((px(i) for i in np.flatnonzero(on_front & shown)), key=lambda p: p[0])
     if front:
         points = " ".join(f"{a:.1f},{b:.1f}" for a, b in front)

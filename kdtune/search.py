@@ -190,6 +190,25 @@ def rungs(spec: StudySpec) -> list[int]:
     return rung_epochs(grace_period(spec), spec.reduction_factor, spec.recipe.epochs)
 
 
+def _rebind_running(asked: dict[str, Any], study: Any) -> dict[str, Any]:
+    """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`;
+    the study's other RUNNING trials were asked after the last save by a driver that then died,
+    and no Tune trial will end them: they are told FAIL."""
+    import optuna
+
+    running = {trial._trial_id: trial.number for trial in study.get_trials(
+        deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
+    # a trial the driver told Optuna about after the last save, before it died, is ended in
+    # the storage already: Optuna refuses to be told twice
+    rebound = {tid: optuna.trial.Trial(study, trial._trial_id)
+               for tid, trial in asked.items() if trial._trial_id in running}  # fmt: skip
+    kept = {trial._trial_id for trial in rebound.values()}
+    for trial_id, number in running.items():
+        if trial_id not in kept:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return rebound
+
+
 def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] = ()) -> Any:
     """Optuna's ask/tell as a Tune Searcher: each Tune trial asks one Optuna trial, whose config
     is `space(trial)`, and tells it how the trial ended: its final objectives; PRUNED for a trial
@@ -254,20 +273,8 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             the pickled one names the storage where the study folder was then."""
             with open(checkpoint_path, "rb") as handle:
                 state = pickle.load(handle)
-            running = {trial._trial_id: trial.number for trial in self.study.get_trials(
-                deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
-            # a trial the driver told Optuna about after the last save, before it died, is
-            # ended in the storage already: Optuna refuses to be told twice
-            state["asked"] = {tid: optuna.trial.Trial(self.study, trial._trial_id)
-                              for tid, trial in state["asked"].items()
-                              if trial._trial_id in running}  # fmt: skip
-            state["study"] = self.study
-            self.__dict__.update(state)
-            # asked after the last save, by a driver that then died: no Tune trial will end them
-            kept = {trial._trial_id for trial in self.asked.values()}
-            for trial_id, number in running.items():
-                if trial_id not in kept:
-                    self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            self.__dict__.update(state, asked=_rebind_running(state["asked"], self.study),
+                                 study=self.study)  # fmt: skip
 
     return OptunaSearcher()
 
