@@ -1,4 +1,5 @@
-"""Which hyperparameters matter: Optuna's importance evaluators over a finished search's study.
+"""What a finished search's Optuna study says: which hyperparameters matter (Optuna's importance
+evaluators), and how far early stopping's rungs foresaw the final ranking.
 
 Per objective (and, with several, for reaching the Pareto front at all), the importance of each
 hyperparameter the search varied, under the sampler's names: "method", and each method's own
@@ -18,6 +19,7 @@ import numpy as np
 
 EVALUATORS = ("ped_anova", "fanova")
 MIN_TRIALS = 6  # fewer complete trials say nothing about what matters
+WEAK_AGREEMENT = 0.5  # a rung's Spearman correlation with the final ranking below this is weak
 
 
 def _evaluator(name: str, seed: int) -> Any:
@@ -144,3 +146,48 @@ def study_importances(study: Any, objectives: Sequence[tuple[str, str]], evaluat
                   "trials": count, "budget": budget, "evaluator": evaluator}
                  for parameter, value in ranked]  # fmt: skip
     return rows
+
+
+def rung_agreement(study: Any, objectives: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Rows {epoch, objective, spearman, trials}: for each rung epoch and objective, the Spearman
+    rank correlation between the objective at that epoch and at the end, over the trials that
+    ran their whole budget ([] with fewer than MIN_TRIALS). Those trials all passed the rungs,
+    so the range is restricted and the figure is, if anything, lower than over every trial;
+    a low one still says the rungs decide on weak evidence."""
+    import optuna
+    from scipy.stats import spearmanr
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    epochs = sorted({int(key.rsplit("_", 1)[1]) for t in complete for key in t.user_attrs
+                     if key.startswith("values_at_epoch_")})  # fmt: skip
+    rows = []
+    for epoch in epochs:
+        at = [t for t in complete if f"values_at_epoch_{epoch}" in t.user_attrs]
+        if len(at) < MIN_TRIALS:
+            continue
+        for i, (objective, _) in enumerate(objectives):
+            early = [t.user_attrs[f"values_at_epoch_{epoch}"][i] for t in at]
+            final = [t.values[i] for t in at]
+            spearman = spearmanr(early, final).statistic
+            rows.append({"epoch": epoch, "objective": objective, "trials": len(at),
+                         "spearman": float(spearman) if np.isfinite(spearman) else 0.0})
+    return rows
+
+
+def format_agreement(rows: Sequence[dict[str, Any]]) -> str:
+    """The rungs' agreement as the terminal shows it, with advice when the first rung's is weak."""
+    lines = [f"\nHow well the rungs foresaw the final ranking (Spearman correlation over the "
+             f"{rows[0]['trials']} trials that ran in full; 1 = the same order):"]
+    for epoch in dict.fromkeys(r["epoch"] for r in rows):
+        shown = ", ".join(f"{r['objective']} {r['spearman']:+.2f}" for r in rows
+                          if r["epoch"] == epoch)  # fmt: skip
+        lines.append(f"  epoch {epoch}: {shown}")
+    first = [r for r in rows if r["epoch"] == rows[0]["epoch"]]
+    weak = [r["objective"] for r in first if r["spearman"] < WEAK_AGREEMENT]
+    if weak:
+        later = next((r["epoch"] for r in rows if r["epoch"] > first[0]["epoch"]), None)
+        advice = f"--grace-period {later}" if later else "a later first rung (--grace-period)"
+        lines.append(f"  weak at epoch {first[0]['epoch']} for {', '.join(weak)}: early stopping "
+                     f"may have dropped trials that would have reached the front; {advice} or "
+                     f"--scheduler fifo trade compute for safety")
+    return "\n".join(lines)

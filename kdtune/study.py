@@ -23,7 +23,14 @@ from kdtune.config import ConfigError, StudySpec
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, load_dataset
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
-from kdtune.importance import MIN_TRIALS, format_importances, load_study, study_importances
+from kdtune.importance import (
+    MIN_TRIALS,
+    format_agreement,
+    format_importances,
+    load_study,
+    rung_agreement,
+    study_importances,
+)
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS, read_state_dict
@@ -292,11 +299,26 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
                       front_title=f"Pareto front over {objectives}"))  # fmt: skip
     files = list(outcome.files)
     if not spec.grid:
-        files += _importance(spec, optuna_url, study, log)
+        searched = load_study(optuna_url, spec.name)
+        files += _importance(spec, searched, study, log)
+        if spec.early_stopping:
+            _rung_agreement(spec, searched, study, log)
     return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
                        teacher.metrics if teacher else {}, study.storage,
                        study.tracker.tracking_uri, study.tracker.experiment_id, files=files,
                        link=view_link(study.tracker.experiment_id))  # fmt: skip
+
+
+def _rung_agreement(spec: StudySpec, searched: Any, study: OpenStudy, log: Log) -> None:
+    """How well MO-ASHA's rungs foresaw the final ranking: printed, and as the parent run's
+    metrics rung_spearman_<objective>, one step per rung epoch."""
+    rows = rung_agreement(searched, spec.objectives)
+    if not rows:
+        return
+    log(format_agreement(rows))
+    for row in rows:
+        study.tracker.log_study_metrics({f"rung_spearman_{row['objective']}": row["spearman"]},
+                                        step=row["epoch"])
 
 
 BENCHMARK_WARMUP_SHARE = 20 / 240  # DKD's warm-up in the CIFAR-100 benchmark's recipe
@@ -324,11 +346,11 @@ def warmup_notes(spec: StudySpec, declarations: Declarations) -> list[str]:
     return notes
 
 
-def _importance(spec: StudySpec, optuna_url: str, study: OpenStudy, log: Log) -> list[Path]:
+def _importance(spec: StudySpec, searched: Any, study: OpenStudy, log: Log) -> list[Path]:
     """Which hyperparameters mattered, per objective: printed, and as importance.parquet and
     importance.png on the parent run."""
-    rows = study_importances(load_study(optuna_url, spec.name), spec.objectives,
-                             spec.importance_evaluator, seed=spec.seed)  # fmt: skip
+    rows = study_importances(searched, spec.objectives, spec.importance_evaluator,
+                             seed=spec.seed)
     if not rows:
         log(f"\nimportance: fewer than {MIN_TRIALS} trials reached a common budget; no ranking")
         return []

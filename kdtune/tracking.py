@@ -209,10 +209,10 @@ class StudyTracker:
                                   param_list[i * 100 : (i + 1) * 100],
                                   tag_list[i * 100 : (i + 1) * 100])  # fmt: skip
 
-    def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
+    def log_study_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         assert self.parent_run_id is not None
         now = int(time.time() * 1000)
-        values = [Metric(k, v, now, 0) for k, v in scalar_metrics(metrics).items()]
+        values = [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
         self._log(self.parent_run_id, metrics=values)
 
     def trial_run(

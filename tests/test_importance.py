@@ -8,7 +8,13 @@ import numpy as np
 import optuna
 import pytest
 
-from kdtune.importance import _between_share, format_importances, study_importances
+from kdtune.importance import (
+    _between_share,
+    format_agreement,
+    format_importances,
+    rung_agreement,
+    study_importances,
+)
 
 OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
 
@@ -99,3 +105,51 @@ def test_stopped_trials_are_ranked_at_the_deepest_rung_enough_of_them_reached():
     too_few = optuna.create_study(directions=study.directions)
     too_few.add_trials(study.trials[:3])
     assert study_importances(too_few, OBJECTIVES, "fanova") == []
+
+
+def _spearman_by_hand(x: list[float], y: list[float]) -> float:
+    """1 - 6 sum d^2 / (n (n^2 - 1)) for values without ties."""
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    d = rank(x) - rank(y)
+    n = len(x)
+    return 1 - 6 * float((d**2).sum()) / (n * (n * n - 1))
+
+
+def test_rung_agreement_is_the_rank_correlation_of_rung_and_final_values_over_full_trials():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    final_acc = [0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99]
+    at_3_acc = [0.60, 0.50, 0.70, 0.40, 0.65, 0.55, 0.45]  # a shuffled order
+    final_ece = [0.05, 0.04, 0.03, 0.06, 0.02, 0.07, 0.01]
+    for i, (acc, early, ece) in enumerate(zip(final_acc, at_3_acc, final_ece)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": i / 10}, distributions=distributions, values=[acc, ece],
+            user_attrs={"values_at_epoch_3": [early, ece],  # ECE's order already final
+                        "values_at_epoch_10": [acc - 0.1, ece + 0.01]}))  # fmt: skip
+    for _ in range(3):  # stopped trials have no final values: left out
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": 0.9}, distributions=distributions, state=optuna.trial.TrialState.PRUNED,
+            user_attrs={"values_at_epoch_3": [0.99, 0.001]}))  # fmt: skip
+    rows = rung_agreement(study, OBJECTIVES)
+    by = {(r["epoch"], r["objective"]): r for r in rows}
+    assert set(by) == {(3, "val_acc"), (3, "val_ece"), (10, "val_acc"), (10, "val_ece")}
+    assert by[3, "val_acc"]["spearman"] == pytest.approx(_spearman_by_hand(at_3_acc, final_acc))
+    assert by[3, "val_acc"]["spearman"] < 0.5
+    assert by[3, "val_ece"]["spearman"] == pytest.approx(1.0)
+    assert by[10, "val_acc"]["spearman"] == pytest.approx(1.0)
+    assert all(r["trials"] == 7 for r in rows)
+    text = format_agreement(rows)
+    assert "epoch 3: val_acc" in text and "weak at epoch 3 for val_acc:" in text
+    assert "--grace-period 10" in text and "val_ece," not in text.split("weak")[1]
+
+
+def test_rung_agreement_needs_enough_full_trials():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(5):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": i / 10}, distributions=distributions, values=[i, -i],
+            user_attrs={"values_at_epoch_3": [i, -i]}))  # fmt: skip
+    assert rung_agreement(study, OBJECTIVES) == []
