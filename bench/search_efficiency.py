@@ -12,6 +12,14 @@ Headline: the fraction of FIFO's trial-epochs MO-ASHA needs for its mean curve (
 reach FIFO's mean final hypervolume, e.g. `0.42x` (goal: <= 0.5x; above 1x: never within
 FIFO's budget). The figure shows both curves against trial-epochs and wall-clock.
 
+Why it is what it is: FIFO's trials ran every epoch, so their learning curves say how well each
+rung's ranking foresaw the final one (Spearman, unbiased: no trial was selected), and MO-ASHA's
+decisions can be replayed over them, one trial after another in FIFO's order, with the
+scheduler's own code. Ranked on the values at the rungs, the replay is MO-ASHA on FIFO's trials;
+ranked on the final values at every rung, it is the same scheduler with a perfect ranker, the
+most any rung schedule can save on these trials. The gap between the two is the task's (how
+early its learning curves separate), the rest the schedule's.
+
     python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)
     python -m bench.search_efficiency --quick    # 1 seed, 6-epoch trials (CI)
 """
@@ -42,6 +50,8 @@ class Curve:
     hypervolume: np.ndarray  # of the full-budget front so far
     total_epochs: int  # the whole search's
     total_seconds: float
+    # epochs x objectives of each trial that ran its whole budget, in start order
+    learning: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def final(self) -> float:
@@ -67,6 +77,9 @@ def search_curve(spec: StudySpec, result) -> Curve:  # noqa: ANN001 - a kdtune S
     points = np.array([[r[n] for n in names] for r in full], dtype=float).reshape(-1, len(names))
     reference = reference_point(spec, points)
     ends = np.array([runs[r["mlflow_run_id"]].end_time for r in full], dtype=float)
+    learning = [np.array([[m.value for m in sorted(client.get_metric_history(r["mlflow_run_id"], n),
+                                                    key=lambda m: m.step)] for n in names]).T
+                for r in sorted(full, key=lambda r: runs[r["mlflow_run_id"]].start_time)]
     return Curve(
         epochs=np.searchsorted(epoch_times, ends, side="right"),
         seconds=(ends - began) / 1000,
@@ -74,7 +87,48 @@ def search_curve(spec: StudySpec, result) -> Curve:  # noqa: ANN001 - a kdtune S
                               for i in range(len(full))]),  # fmt: skip
         total_epochs=len(epoch_times),
         total_seconds=(max(info.end_time for info in runs.values()) - began) / 1000,
+        learning=learning,
     )
+
+
+def replay(learning: Sequence[np.ndarray], spec: StudySpec, perfect: bool = False) -> Curve:
+    """MO-ASHA's decisions (kdtune's scheduler itself) over trials whose every epoch is known,
+    one trial after another: ranked on each rung's values, or with `perfect`, on the final
+    ones at every rung. Hypervolumes are of the full-budget front, as in `search_curve`."""
+    from kdtune.outcome import reference_point
+    from kdtune.scheduler import MultiObjectiveAsha
+    from kdtune.search import grace_period
+
+    names, modes = [m for m, _ in spec.objectives], [d for _, d in spec.objectives]
+    scheduler = MultiObjectiveAsha(f"replay of {spec.name}", spec.objectives, spec.recipe.epochs,
+                                   grace_period(spec), spec.reduction_factor)  # fmt: skip
+    reference = reference_point(spec, np.array([t[-1] for t in learning]))
+    spent, full, epochs = 0, [], []
+    for number, trial in enumerate(learning):
+        for epoch, values in enumerate(np.broadcast_to(trial[-1], trial.shape) if perfect
+                                       else trial, 1):  # fmt: skip
+            spent += 1
+            report = {"epoch": epoch, **dict(zip(names, values.tolist()))}
+            if scheduler.judge(str(number), [report]) == "STOP":
+                break
+        else:
+            full.append(trial[-1])
+            epochs.append(spent)
+    return Curve(epochs=np.array(epochs), seconds=np.full(len(epochs), np.nan),
+                 hypervolume=np.array([hypervolume_2d(np.array(full[: i + 1]), modes, reference)
+                                       for i in range(len(full))]),
+                 total_epochs=spent, total_seconds=float("nan"))  # fmt: skip
+
+
+def rung_spearman(learning: Sequence[np.ndarray], rungs: Sequence[int]) -> np.ndarray:
+    """rungs x objectives: the Spearman correlation of each rung epoch's values with the final
+    ones, over trials that all ran in full (none selected, so none of the range restriction the
+    study's own figure has)."""
+    from scipy.stats import spearmanr
+
+    trials = np.array(learning)  # trials x epochs x objectives
+    return np.array([[spearmanr(trials[:, rung - 1, j], trials[:, -1, j]).statistic
+                      for j in range(trials.shape[2])] for rung in rungs])  # fmt: skip
 
 
 def quick_spec(spec: StudySpec) -> StudySpec:
@@ -140,6 +194,50 @@ def plot(fifo: Sequence[Curve], moasha: Sequence[Curve], path: Path, title: str)
     return path
 
 
+def replays(fifo: Sequence[Curve], spec: StudySpec) -> dict:
+    """Why the headline is what it is (module docstring): the rungs' Spearman over FIFO's trials,
+    and MO-ASHA replayed over each seed's, on the rungs' values and with a perfect ranker, at
+    the study's rungs and with the first rung moved to the second's; printed and returned. A
+    replay keeps a subset of FIFO's trials, so it reaches FIFO's final hypervolume only on the
+    seeds where it keeps every trial of FIFO's front: counted, with the median cost there."""
+    from kdtune.search import rungs
+
+    learning = [c.learning for c in fifo]
+    spearman = np.mean([rung_spearman(trials, rungs(spec)) for trials in learning], axis=0)
+    names = [m for m, _ in spec.objectives]
+    print(f"Spearman correlation of each rung's ranking with the final one over FIFO's trials "
+          f"(mean of {len(fifo)} seeds): " + "; ".join(
+              f"epoch {rung}: " + ", ".join(f"{n} {v:+.2f}" for n, v in zip(names, row))
+              for rung, row in zip(rungs(spec), spearman)))  # fmt: skip
+    schedules = [spec] + [dataclasses.replace(spec, grace_period=rungs(spec)[1])
+                          for _ in rungs(spec)[1:2]]  # fmt: skip
+    rows = [("rungs", "ranked on", "keeps FIFO's front", "trial-epochs to FIFO's final HV",
+             "share of FIFO's final HV kept", "trial-epochs spent")]  # fmt: skip
+    found = []
+    for schedule in schedules:
+        for perfect in (False, True):
+            replayed = [replay(t, schedule, perfect) for t in learning]
+            shares = [fraction_to_reach([r], f.final, f.total_epochs)
+                      for r, f in zip(replayed, fifo)]  # fmt: skip
+            reached = [x for x in shares if np.isfinite(x)]
+            kept = float(np.mean([r.final / f.final for r, f in zip(replayed, fifo)]))
+            spent = float(np.mean([r.total_epochs / f.total_epochs
+                                   for r, f in zip(replayed, fifo)]))  # fmt: skip
+            rows.append((str(rungs(schedule)),
+                         "final values (a perfect ranker)" if perfect else "the rungs' values",
+                         f"{len(reached)} of {len(fifo)} seeds",
+                         f"{np.median(reached):.2f}x (median)" if reached else "-",
+                         f"{kept:.3f}", f"{spent:.2f}x"))  # fmt: skip
+            found.append({"rungs": rungs(schedule), "perfect": perfect,
+                          "per_seed": [_finite(x) for x in shares], "share_kept": kept,
+                          "spent": spent})  # fmt: skip
+    print("MO-ASHA replayed over each seed's FIFO trials, one at a time, in FIFO's order:")
+    print(table(rows))
+    return {"rung_spearman": {str(rung): dict(zip(names, row.tolist()))
+                              for rung, row in zip(rungs(spec), spearman)},
+            "replay": found}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,13 +245,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=24, help="FIFO's")
     parser.add_argument("--moasha-trials", type=int, default=72, help="the default study's")
+    parser.add_argument("--grace-period", type=int, default=None,
+                        help="MO-ASHA's first rung (default: the study's, epochs / factor^2)")
+    parser.add_argument("--reduction-factor", type=float, default=None,
+                        help="MO-ASHA's (default: the study's, 3)")
     args = parser.parse_args(argv)
     import ray
 
     import studies.temperature_sweep as study
     from kdtune.runner import set_verbosity
 
-    spec = study.SPEC
+    spec = dataclasses.replace(study.SPEC, **{
+        key: value for key, value in (("grace_period", args.grace_period),
+                                      ("reduction_factor", args.reduction_factor))
+        if value is not None})  # fmt: skip
     if args.quick:
         args.seeds, args.trials, args.moasha_trials, spec = 1, 6, 12, quick_spec(spec)
     set_verbosity(False)
@@ -195,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     for share, (mine, theirs) in partial.items():
         print(f"to {share:.0%} of FIFO's final hypervolume: MO-ASHA {mine:.2f}x, FIFO itself "
               f"{theirs:.2f}x of FIFO's trial-epochs")  # fmt: skip
+    replayed = replays(fifo, spec)
     reached = bool(np.isfinite(fraction))
     # never reached: all that is known is that MO-ASHA would need more than its whole search
     shown = f"{fraction:.2f}x" if reached else f"> {moasha_spent:.2f}x (not reached)"
@@ -207,8 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
     figure = plot(fifo, moasha, RESULTS / f"search_efficiency{'-quick' if args.quick else ''}.png",
                   f"{spec.name} on {spec.dataset}, {args.seeds} seeds: MO-ASHA reaches FIFO's "
                   f"final hypervolume with {shown} of its trial-epochs")  # fmt: skip
-    curves = {name: [{k: np.asarray(v).tolist() for k, v in dataclasses.asdict(c).items()}
-                     for c in arm] for name, arm in (("fifo", fifo), ("moasha", moasha))}
+    curves = {name: [{k: np.asarray(v).tolist() for k, v in dataclasses.asdict(c).items()
+                      if k != "learning"} for c in arm]
+              for name, arm in (("fifo", fifo), ("moasha", moasha))}  # fmt: skip
     path = write_result("search_efficiency", torch.device("cpu"), {
         "seeds": args.seeds, "fifo_trials": args.trials, "moasha_trials": args.moasha_trials,
         "epochs": spec.recipe.epochs, "reference_point": list(spec.reference_point),
@@ -217,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fifo_seconds": seconds_budget,
         "to_share": {f"{s:.2f}": {"moasha": _finite(m), "fifo": _finite(f)}
                      for s, (m, f) in partial.items()},
-        "figure": figure.name, "curves": curves})  # fmt: skip
+        **replayed, "figure": figure.name, "curves": curves})  # fmt: skip
     print(f"wrote {path} and {figure}")
     return {"ratio": fraction, "per_seed": per_seed}
 

@@ -112,6 +112,36 @@ def test_a_real_search_stops_trials_early_and_keeps_the_front_to_full_budgets(ra
     assert (result.study_dir / "scheduler_state.json").exists()
 
 
+def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_local, tmp_path):
+    """A reduction factor just above 1 lets every trial on, so all six run in full and the
+    parent run's rung_spearman_* equal the correlation of their MLflow histories."""
+    from scipy.stats import spearmanr
+
+    import studies.temperature_sweep as study
+    from kdtune.config import Recipe
+    from kdtune.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = dataclasses.replace(study.SMOKE, name="agreement", num_samples=6, grace_period=2,
+                               reduction_factor=1.01, scheduler="moasha", recipe=Recipe(epochs=4),
+                               storage_path=str(tmp_path / "ray"))  # fmt: skip
+    lines: list[str] = []
+    result = run_study(spec, tracking_uri=uri, log=lines.append)
+    rows = result.table.to_pylist()
+    assert [r["status"] for r in rows] == ["TERMINATED"] * 6
+    client = MlflowClient(uri)
+    for objective in ("val_acc", "val_ece"):
+        logged = {m.step: m.value for m in client.get_metric_history(result.parent_run_id,
+                                                                     f"rung_spearman_{objective}")}
+        assert set(logged) == {2, 3}
+        histories = [{m.step: m.value for m in client.get_metric_history(r["mlflow_run_id"],
+                                                                          objective)} for r in rows]
+        for epoch in (2, 3):
+            expected = spearmanr([h[epoch] for h in histories], [h[4] for h in histories]).statistic
+            assert logged[epoch] == pytest.approx(0.0 if np.isnan(expected) else expected, abs=1e-6)
+    assert any("How well the rungs foresaw the final ranking" in line for line in lines)
+
+
 def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     """A driver that dies after telling Optuna a trial ended, but before Tune saved the searcher,
     leaves that trial ended in optuna.db and running in the saved state: the resumed searcher
