@@ -22,6 +22,7 @@ early its learning curves separate), the rest the schedule's.
 
     python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)
     python -m bench.search_efficiency --quick    # 1 seed, 6-epoch trials (CI)
+    python -m bench.search_efficiency --grace-period 10 --reduction-factor 2   # another schedule
 """
 
 from __future__ import annotations
