@@ -186,7 +186,8 @@ def format_agreement(rows: Sequence[dict[str, Any]]) -> str:
     weak = [r["objective"] for r in first if r["spearman"] < WEAK_AGREEMENT]
     if weak:
         later = next((r["epoch"] for r in rows if r["epoch"] > first[0]["epoch"]), None)
-        advice = f"--grace-period {later}" if later else "a later first rung (--grace-period)"
+        advice = f"a later first rung (--grace-period {later})" if later else (
+            "a later first rung (--grace-period)")
         lines.append(f"  weak at epoch {first[0]['epoch']} for {', '.join(weak)}: early stopping "
                      f"may have dropped trials that would have reached the front; {advice} or "
                      f"--scheduler fifo trade compute for safety")

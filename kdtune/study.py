@@ -302,16 +302,24 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
         searched = load_study(optuna_url, spec.name)
         files += _importance(spec, searched, study, log)
         if spec.early_stopping:
-            _rung_agreement(spec, searched, study, log)
+            _early_stopping_report(spec, outcome.table.to_pylist(), searched, study, log)
     return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
                        teacher.metrics if teacher else {}, study.storage,
                        study.tracker.tracking_uri, study.tracker.experiment_id, files=files,
                        link=view_link(study.tracker.experiment_id))  # fmt: skip
 
 
-def _rung_agreement(spec: StudySpec, searched: Any, study: OpenStudy, log: Log) -> None:
-    """How well MO-ASHA's rungs foresaw the final ranking: printed, and as the parent run's
-    metrics rung_spearman_<objective>, one step per rung epoch."""
+def _early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searched: Any,
+                           study: OpenStudy, log: Log) -> None:  # fmt: skip
+    """What MO-ASHA spent (the parent run's trial_epochs) and how well its rungs foresaw the
+    final ranking (rung_spearman_<objective>, one step per rung epoch), printed and logged."""
+    spent = sum(int(t.get("epoch") or 0) for t in trials)
+    full = sum(t["status"] == "TERMINATED" for t in trials)
+    budget = len(trials) * spec.recipe.epochs
+    log(f"\nMO-ASHA: {full} of {len(trials)} trials ran their {spec.recipe.epochs} epochs; the "
+        f"search spent {spent} trial-epochs, {spent / max(budget, 1):.0%} of the {budget} "
+        f"that running every trial in full would have")  # fmt: skip
+    study.tracker.log_study_metrics({"trial_epochs": spent})
     rows = rung_agreement(searched, spec.objectives)
     if not rows:
         return

@@ -141,7 +141,7 @@ def test_rung_agreement_is_the_rank_correlation_of_rung_and_final_values_over_fu
     assert all(r["trials"] == 7 for r in rows)
     text = format_agreement(rows)
     assert "epoch 3: val_acc" in text and "weak at epoch 3 for val_acc:" in text
-    assert "--grace-period 10" in text and "val_ece," not in text.split("weak")[1]
+    assert "(--grace-period 10)" in text and "val_ece," not in text.split("weak")[1]
 
 
 def test_rung_agreement_needs_enough_full_trials():

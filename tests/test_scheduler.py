@@ -110,6 +110,8 @@ def test_a_real_search_stops_trials_early_and_keeps_the_front_to_full_budgets(ra
     assert optuna_study.metric_names == ["val_acc", "val_ece"]
     assert all("values_at_epoch_1" in t.user_attrs for t in optuna_study.trials)
     assert (result.study_dir / "scheduler_state.json").exists()
+    spent = client.get_run(result.parent_run_id).data.metrics["trial_epochs"]
+    assert spent == sum(r["epoch"] for r in rows) < 8 * 4
 
 
 def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_local, tmp_path):
@@ -140,6 +142,7 @@ def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_loc
             expected = spearmanr([h[epoch] for h in histories], [h[4] for h in histories]).statistic
             assert logged[epoch] == pytest.approx(0.0 if np.isnan(expected) else expected, abs=1e-6)
     assert any("How well the rungs foresaw the final ranking" in line for line in lines)
+    assert any("the search spent 24 trial-epochs, 100% of the 24" in line for line in lines)
 
 
 def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
