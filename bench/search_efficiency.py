@@ -23,6 +23,7 @@ early its learning curves separate), the rest the schedule's.
     python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)
     python -m bench.search_efficiency --quick    # 1 seed, 6-epoch trials (CI)
     python -m bench.search_efficiency --grace-period 10 --reduction-factor 2   # another schedule
+    python -m bench.search_efficiency --spec cifar100.toml --seeds 3   # your own study's spec
 """
 
 from __future__ import annotations
@@ -130,6 +131,16 @@ def rung_spearman(learning: Sequence[np.ndarray], rungs: Sequence[int]) -> np.nd
     trials = np.array(learning)  # trials x epochs x objectives
     return np.array([[spearmanr(trials[:, rung - 1, j], trials[:, -1, j]).statistic
                       for j in range(trials.shape[2])] for rung in rungs])  # fmt: skip
+
+
+def read_spec(path: Path) -> StudySpec:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    with open(path, "rb") as handle:
+        return StudySpec.from_dict(tomllib.load(handle))
 
 
 def quick_spec(spec: StudySpec) -> StudySpec:
@@ -246,6 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=24, help="FIFO's")
     parser.add_argument("--moasha-trials", type=int, default=72, help="the default study's")
+    parser.add_argument("--spec", type=Path, default=None,
+                        help="a TOML file of StudySpec fields (as `kdtune run`'s) to measure "
+                             "instead of the default study, e.g. CIFAR-100 on a GPU machine")
     parser.add_argument("--grace-period", type=int, default=None,
                         help="MO-ASHA's first rung (default: the study's, epochs / factor^2)")
     parser.add_argument("--reduction-factor", type=float, default=None,
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     import studies.temperature_sweep as study
     from kdtune.runner import set_verbosity
 
-    spec = dataclasses.replace(study.SPEC, **{
+    spec = dataclasses.replace(read_spec(args.spec) if args.spec else study.SPEC, **{
         key: value for key, value in (("grace_period", args.grace_period),
                                       ("reduction_factor", args.reduction_factor))
         if value is not None})  # fmt: skip
