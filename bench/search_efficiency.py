@@ -16,8 +16,8 @@ Why it is what it is: FIFO's trials ran every epoch, so their learning curves sa
 rung's ranking foresaw the final one (Spearman, unbiased: no trial was selected), and MO-ASHA's
 decisions can be replayed over them, one trial after another in FIFO's order, with the
 scheduler's own code. Ranked on the values at the rungs, the replay is MO-ASHA on FIFO's trials;
-ranked on the final values at every rung, it is the same scheduler with a perfect ranker, the
-most any rung schedule can save on these trials. The gap between the two is the task's (how
+ranked on the final values at every rung, it is the same scheduler with a perfect ranker: what
+its schedule alone loses and costs on these trials. The gap between the two is the task's (how
 early its learning curves separate), the rest the schedule's.
 
     python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)

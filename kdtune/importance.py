@@ -151,9 +151,10 @@ def study_importances(study: Any, objectives: Sequence[tuple[str, str]], evaluat
 def rung_agreement(study: Any, objectives: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Rows {epoch, objective, spearman, trials}: for each rung epoch and objective, the Spearman
     rank correlation between the objective at that epoch and at the end, over the trials that
-    ran their whole budget ([] with fewer than MIN_TRIALS). Those trials all passed the rungs,
-    so the range is restricted and the figure is, if anything, lower than over every trial;
-    a low one still says the rungs decide on weak evidence."""
+    ran their whole budget ([] with fewer than MIN_TRIALS; 0 where either ranking is all ties).
+    Those trials all passed the rungs: their range is restricted, which tends to lower the
+    figure, and there are few of them, which makes it noisy; a low one still says the rungs
+    decided on weak evidence."""
     import optuna
     from scipy.stats import spearmanr
 
