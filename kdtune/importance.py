@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from kdtune.search import rung_values
+
 EVALUATORS = ("ped_anova", "fanova")
 MIN_TRIALS = 6  # fewer complete trials say nothing about what matters
 WEAK_AGREEMENT = 0.5  # a rung's Spearman correlation with the final ranking below this is weak
@@ -106,13 +108,12 @@ def _at_fidelity(study: Any) -> tuple[Any, str] | None:
         return study, "the whole budget"
     judged = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE,
                                                        optuna.trial.TrialState.PRUNED])
-    epochs = sorted({int(key.rsplit("_", 1)[1]) for t in judged for key in t.user_attrs
-                     if key.startswith("values_at_epoch_")}, reverse=True)  # fmt: skip
-    for epoch in epochs:
-        at = [t for t in judged if f"values_at_epoch_{epoch}" in t.user_attrs]
+    reached = {t.number: rung_values(t) for t in judged}
+    for epoch in sorted({e for at in reached.values() for e in at}, reverse=True):
+        at = [t for t in judged if epoch in reached[t.number]]
         if len(at) >= MIN_TRIALS:
             trials = [optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                                values=t.user_attrs[f"values_at_epoch_{epoch}"])
+                                                values=reached[t.number][epoch])
                       for t in at]  # fmt: skip
             return _subset(study, trials), f"epoch {epoch}"
     return None
@@ -159,16 +160,15 @@ def rung_agreement(study: Any, objectives: Sequence[tuple[str, str]]) -> list[di
     from scipy.stats import spearmanr
 
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    epochs = sorted({int(key.rsplit("_", 1)[1]) for t in complete for key in t.user_attrs
-                     if key.startswith("values_at_epoch_")})  # fmt: skip
+    reached = [(rung_values(t), t.values) for t in complete]
     rows = []
-    for epoch in epochs:
-        at = [t for t in complete if f"values_at_epoch_{epoch}" in t.user_attrs]
+    for epoch in sorted({e for at, _ in reached for e in at}):
+        at = [(early[epoch], final) for early, final in reached if epoch in early]
         if len(at) < MIN_TRIALS:
             continue
         for i, (objective, _) in enumerate(objectives):
-            early = [t.user_attrs[f"values_at_epoch_{epoch}"][i] for t in at]
-            final = [t.values[i] for t in at]
+            early = [values[i] for values, _ in at]
+            final = [values[i] for _, values in at]
             spearman = spearmanr(early, final).statistic
             rows.append({"epoch": epoch, "objective": objective, "trials": len(at),
                          "spearman": float(spearman) if np.isfinite(spearman) else 0.0})

@@ -209,6 +209,27 @@ def _rebind_running(asked: dict[str, Any], study: Any) -> dict[str, Any]:
     return rebound
 
 
+RUNG_VALUES = "values_at_epoch_"  # + the rung epoch: an Optuna trial's objectives there
+
+
+def rung_values(trial: Any) -> dict[int, list[float]]:
+    """An Optuna trial's objectives at each rung epoch it reached (its user attributes)."""
+    return {int(key[len(RUNG_VALUES):]): value for key, value in trial.user_attrs.items()
+            if key.startswith(RUNG_VALUES)}  # fmt: skip
+
+
+def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,
+                 error: bool) -> tuple[str, list[Any]]:  # fmt: skip
+    """What Optuna is told of a finished Tune trial: ("FAIL", []) for a failed or non-finite one,
+    ("PRUNED", []) for one stopped before its budget, else ("COMPLETE", its objectives)."""
+    values = [result.get(m) for m in metrics]
+    if error or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return "FAIL", []
+    if result.get("epoch", 0) < budget:  # stopped at a rung
+        return "PRUNED", []
+    return "COMPLETE", values
+
+
 def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] = ()) -> Any:
     """Optuna's ask/tell as a Tune Searcher: each Tune trial asks one Optuna trial, whose config
     is `space(trial)`, and tells it how the trial ended: its final objectives; PRUNED for a trial
@@ -246,7 +267,7 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             for report in expand(result) if trial is not None else []:
                 values = [report.get(m) for m in self.metric]
                 if report.get("epoch") in rung_epochs and None not in values:
-                    trial.set_user_attr(f"values_at_epoch_{report['epoch']}", values)
+                    trial.set_user_attr(f"{RUNG_VALUES}{report['epoch']}", values)
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
             if result:  # a trial stopped at a rung ends on that rung's report
@@ -254,15 +275,9 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             trial = self.asked.pop(trial_id, None)
             if trial is None:
                 return
-            result = result or {}
-            values = [result.get(m) for m in self.metric]
-            finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-            if error or not finite:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            elif result.get("epoch", 0) < self.epochs.pop(trial_id, 0):  # stopped at a rung
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                self.study.tell(trial, values)
+            state, values = how_it_ended(result or {}, self.metric,
+                                         self.epochs.pop(trial_id, 0), error)  # fmt: skip
+            self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
 
         def save(self, checkpoint_path: str) -> None:
             with open(checkpoint_path, "wb") as handle:

@@ -67,8 +67,8 @@ def _load(path: Path, data: DatasetBundle, model_name: str) -> dict[str, Any]:
     saved = load_file(path, f"it is corrupt or not kdtune's; {delete}")
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     model = build_model(model_name, data.num_classes, data.in_shape)
-    expected = model.state_dict()
-    mismatch = first_mismatch(expected, state, model_name) if isinstance(state, dict) else "empty"
+    mismatch = (first_mismatch(model.state_dict(), state, model_name) if isinstance(state, dict)
+                else "no 'state_dict' entry")
     if mismatch:
         raise ConfigError(f"teacher checkpoint {path} is not a {model_name!r} for "
                           f"{data.num_classes} classes ({mismatch}); {delete}")  # fmt: skip

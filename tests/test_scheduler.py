@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -173,3 +174,15 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     states = {t.user_attrs["tune_trial_id"]: t.state.name
               for t in optuna.load_study(study_name="resumed", storage=url).trials}  # fmt: skip
     assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "FAIL", "d": "FAIL"}
+
+
+def test_what_optuna_is_told_of_a_finished_trial():
+    from kdtune.search import how_it_ended
+
+    metrics = ["val_acc", "val_ece"]
+    full = {"epoch": 30, "val_acc": 0.97, "val_ece": 0.02}
+    assert how_it_ended(full, metrics, 30, error=False) == ("COMPLETE", [0.97, 0.02])
+    assert how_it_ended({**full, "epoch": 3}, metrics, 30, error=False) == ("PRUNED", [])
+    assert how_it_ended({**full, "val_ece": math.nan}, metrics, 30, error=False) == ("FAIL", [])
+    assert how_it_ended({"epoch": 2, "val_acc": 0.5}, metrics, 30, error=False) == ("FAIL", [])
+    assert how_it_ended(full, metrics, 30, error=True) == ("FAIL", [])
