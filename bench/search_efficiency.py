@@ -20,10 +20,17 @@ ranked on the final values at every rung, it is the same scheduler with a perfec
 its schedule alone loses and costs on these trials. The gap between the two is the task's (how
 early its learning curves separate), the rest the schedule's.
 
+How much a rung can be asked to foresee: FIFO's configurations are trained once more with
+another training seed (the data split and teacher held), and the two final rankings compared
+(Spearman), with how far a training seed moves a final value (std) against the spread across
+the configurations. A rung that ranks the trials about as well as a second full training does
+has little left to gain: what stays of the headline is then the task's noise, not the schedule.
+
     python -m bench.search_efficiency            # 3 seeds (--seeds 5 for the README's figures)
     python -m bench.search_efficiency --quick    # 1 seed, 6-epoch trials (CI)
     python -m bench.search_efficiency --grace-period 10 --reduction-factor 2   # another schedule
     python -m bench.search_efficiency --spec cifar100.toml --seeds 3   # your own study's spec
+    python -m bench.search_efficiency --no-retest   # without the second training of FIFO's trials
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import torch
 from bench.common import RESULTS, table, write_result
 from kdtune.config import StudySpec
 from kdtune.pareto import hypervolume_2d
+
+RETEST_SEED = 1000  # + the search's seed: the second training's, one no search uses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +159,46 @@ def quick_spec(spec: StudySpec) -> StudySpec:
         teacher_recipe=dataclasses.replace(spec.teacher_recipe, epochs=6), reference_point=())
 
 
-def run_search(spec: StudySpec, folder: Path) -> Curve:
+def run_search(spec: StudySpec, folder: Path):  # noqa: ANN201 - (Curve, StudyResult)
     from kdtune.study import run_study
 
     spec = dataclasses.replace(spec, storage_path=str(folder / "ray"))
     result = run_study(spec, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
-    return search_curve(spec, result)
+    return search_curve(spec, result), result
+
+
+def retrain(spec: StudySpec, result, folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """Every full-budget configuration of a search trained again with training seed `seed` (the
+    study's seed-check machinery: a grid study over them): configurations x objectives, the
+    search's final values and the second training's, in the same order."""
+    from kdtune.reseed import config_key, reseed_spec
+    from kdtune.search import grid_keys
+    from kdtune.study import run_study, study_declarations
+
+    rows = [r for r in result.table.to_pylist() if r["status"] == "TERMINATED"]
+    spec = dataclasses.replace(spec, storage_path=str(folder / "ray"), reseed=(seed,))
+    again = reseed_spec(spec, rows, study_declarations(spec))
+    second = run_study(again, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
+    keys, names = grid_keys(again), [m for m, _ in spec.objectives]
+    retrained = {config_key(r, keys): r for r in second.table.to_pylist()
+                 if r["status"] == "TERMINATED"}  # fmt: skip
+    pairs = [(row, retrained[config_key(row, keys)]) for row in rows
+             if config_key(row, keys) in retrained]  # fmt: skip
+    return (np.array([[a[n] for n in names] for a, _ in pairs], dtype=float),
+            np.array([[b[n] for n in names] for _, b in pairs], dtype=float))  # fmt: skip
+
+
+def retest_agreement(first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
+    """Per objective, of two trainings of the same configurations (configurations x objectives
+    each): the Spearman correlation of their rankings, the standard deviation a training seed
+    adds to one configuration's value (pooled: the mean squared difference over 2), and the
+    standard deviation across the configurations of the first training's values."""
+    from scipy.stats import spearmanr
+
+    return {"spearman": np.array([spearmanr(first[:, j], second[:, j]).statistic
+                                  for j in range(first.shape[1])]),  # fmt: skip
+            "seed_std": np.sqrt(np.mean((first - second) ** 2, axis=0) / 2),
+            "spread": first.std(axis=0, ddof=1)}
 
 
 def at(curve: Curve, x: np.ndarray, axis: str = "epochs") -> np.ndarray:
@@ -250,6 +293,23 @@ def replays(fifo: Sequence[Curve], spec: StudySpec) -> dict:
             "replay": found}  # fmt: skip
 
 
+def retests(trained_twice: Sequence[tuple[np.ndarray, np.ndarray]], spec: StudySpec) -> dict:
+    """`retest_agreement` of each seed's FIFO trials, the mean over seeds printed and returned."""
+    found = [retest_agreement(first, second) for first, second in trained_twice]
+    mean = {key: np.mean([f[key] for f in found], axis=0) for key in found[0]}
+    names = [m for m, _ in spec.objectives]
+
+    def each(key: str, form: str) -> str:
+        return ", ".join(f"{n} {format(v, form)}" for n, v in zip(names, mean[key]))
+
+    print(f"FIFO's configurations trained again with another training seed (mean of "
+          f"{len(found)} seeds): the two final rankings agree at Spearman "
+          f"{each('spearman', '+.2f')} (how much of a final ranking a rung can be asked to "
+          f"foresee); a training seed moves a final value by {each('seed_std', '.4f')} (std), "
+          f"against {each('spread', '.4f')} across the configurations")  # fmt: skip
+    return {key: dict(zip(names, value.tolist())) for key, value in mean.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,6 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="MO-ASHA's first rung (default: the study's, epochs / factor^2)")
     parser.add_argument("--reduction-factor", type=float, default=None,
                         help="MO-ASHA's (default: the study's, 3)")
+    parser.add_argument("--no-retest", dest="retest", action="store_false",
+                        help="skip training FIFO's configurations a second time, with another "
+                             "seed (it costs one more FIFO search per seed)")
     args = parser.parse_args(argv)
     import ray
 
@@ -280,14 +343,17 @@ def main(argv: list[str] | None = None) -> dict:
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR)
     root = Path(tempfile.mkdtemp(prefix="kdtune_search_efficiency_"))
-    fifo, moasha = [], []
+    fifo, moasha, trained_twice = [], [], []
     for seed in range(args.seeds):
         for arm, scheduler, trials in ((fifo, "fifo", args.trials),
                                        (moasha, "moasha", args.moasha_trials)):  # fmt: skip
             arm_spec = dataclasses.replace(spec, name=f"{scheduler}_{seed}", seed=seed,
                                            scheduler=scheduler, num_samples=trials)  # fmt: skip
-            arm.append(run_search(arm_spec, root / arm_spec.name))
-            curve = arm[-1]
+            curve, result = run_search(arm_spec, root / arm_spec.name)
+            arm.append(curve)
+            if scheduler == "fifo" and args.retest:
+                trained_twice.append(retrain(arm_spec, result, root / arm_spec.name,
+                                             seed=RETEST_SEED + seed))  # fmt: skip
             print(f"seed {seed} {scheduler}: {trials} trials, {len(curve.epochs)} ran their "
                   f"budget, {curve.total_epochs} trial-epochs, {curve.total_seconds:.0f} s, "
                   f"final hypervolume {curve.final:.5f}", flush=True)  # fmt: skip
@@ -316,6 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"to {share:.0%} of FIFO's final hypervolume: MO-ASHA {mine:.2f}x, FIFO itself "
               f"{theirs:.2f}x of FIFO's trial-epochs")  # fmt: skip
     replayed = replays(fifo, spec)
+    if trained_twice:
+        replayed["retest"] = retests(trained_twice, spec)
     reached = bool(np.isfinite(fraction))
     # never reached: all that is known is that MO-ASHA would need more than its whole search
     shown = f"{fraction:.2f}x" if reached else f"> {moasha_spent:.2f}x (not reached)"

@@ -1,5 +1,6 @@
 """bench/search_efficiency.py's replay: MO-ASHA's decisions over known learning curves, on the
-rungs' values and with a perfect ranker, and the rungs' rank correlation, checked by hand."""
+rungs' values and with a perfect ranker, the rungs' rank correlation and the agreement of two
+trainings of the same configurations, checked by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.search_efficiency import replay, rung_spearman
+from bench.search_efficiency import replay, retest_agreement, rung_spearman
 from kdtune.config import Recipe, StudySpec
 from kdtune.search import rungs
 
@@ -54,3 +55,15 @@ def test_rung_spearman_by_hand():
     assert found.shape == (2, 2)
     assert found[0].tolist() == pytest.approx([-1.0, -1.0])
     assert found[1].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_retest_agreement_by_hand():
+    # three configurations trained twice: accuracy keeps its order, the error swaps the last two
+    first = np.array([[0.90, 0.05], [0.92, 0.03], [0.94, 0.02]])
+    second = np.array([[0.91, 0.05], [0.93, 0.02], [0.95, 0.03]])
+    found = retest_agreement(first, second)
+    assert found["spearman"].tolist() == pytest.approx([1.0, 0.5])
+    # per objective: sqrt(mean squared difference / 2)
+    error_std = np.sqrt((0 + 1e-4 + 1e-4) / 3 / 2)
+    assert found["seed_std"].tolist() == pytest.approx([0.01 / np.sqrt(2), error_std])
+    assert found["spread"].tolist() == pytest.approx([0.02, np.std([0.05, 0.03, 0.02], ddof=1)])
