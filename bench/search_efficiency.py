@@ -302,8 +302,9 @@ def retests(trained_twice: Sequence[tuple[np.ndarray, np.ndarray]], spec: StudyS
     def each(key: str, form: str) -> str:
         return ", ".join(f"{n} {format(v, form)}" for n, v in zip(names, mean[key]))
 
-    print(f"FIFO's configurations trained again with another training seed (mean of "
-          f"{len(found)} seeds): the two final rankings agree at Spearman "
+    pairs = ", ".join(str(len(first)) for first, _ in trained_twice)
+    print(f"FIFO's configurations trained again with another training seed ({pairs} "
+          f"configurations, mean of {len(found)} seeds): the two final rankings agree at Spearman "
           f"{each('spearman', '+.2f')} (how much of a final ranking a rung can be asked to "
           f"foresee); a training seed moves a final value by {each('seed_std', '.4f')} (std), "
           f"against {each('spread', '.4f')} across the configurations")  # fmt: skip
