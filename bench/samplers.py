@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         for sampler in SAMPLERS:
             run = dataclasses.replace(spec, name=f"{sampler}_{seed}", seed=seed, sampler=sampler,
                                       scheduler="fifo", num_samples=args.trials)  # fmt: skip
-            curve = run_search(run, root / run.name)
+            curve, _ = run_search(run, root / run.name)
             found[sampler].append([float(curve.hypervolume[n - 1]) for n in counts])
             print(f"seed {seed} {sampler}: hypervolume after {counts} trials = "
                   f"{[round(v, 5) for v in found[sampler][-1]]}", flush=True)  # fmt: skip

@@ -41,6 +41,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ import torch
 from bench.common import RESULTS, table, write_result
 from kdtune.config import StudySpec
 from kdtune.pareto import hypervolume_2d
+
+if TYPE_CHECKING:
+    from kdtune.runner import StudyResult  # imports Ray
 
 RETEST_SEED = 1000  # + the search's seed: the second training's, one no search uses
 
@@ -69,7 +73,7 @@ class Curve:
         return float(self.hypervolume[-1]) if len(self.hypervolume) else 0.0
 
 
-def search_curve(spec: StudySpec, result) -> Curve:  # noqa: ANN001 - a kdtune StudyResult
+def search_curve(spec: StudySpec, result: StudyResult) -> Curve:
     """The curve of a finished study, read from its MLflow record."""
     from mlflow import MlflowClient
 
@@ -159,7 +163,8 @@ def quick_spec(spec: StudySpec) -> StudySpec:
         teacher_recipe=dataclasses.replace(spec.teacher_recipe, epochs=6), reference_point=())
 
 
-def run_search(spec: StudySpec, folder: Path):  # noqa: ANN201 - (Curve, StudyResult)
+def run_search(spec: StudySpec, folder: Path) -> tuple[Curve, StudyResult]:
+    """A real study in `folder` (its own Ray storage and MLflow store): its curve and result."""
     from kdtune.study import run_study
 
     spec = dataclasses.replace(spec, storage_path=str(folder / "ray"))
@@ -167,7 +172,8 @@ def run_search(spec: StudySpec, folder: Path):  # noqa: ANN201 - (Curve, StudyRe
     return search_curve(spec, result), result
 
 
-def retrain(spec: StudySpec, result, folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def retrain(spec: StudySpec, result: StudyResult, folder: Path,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Every full-budget configuration of a search trained again with training seed `seed` (the
     study's seed-check machinery: a grid study over them): configurations x objectives, the
     search's final values and the second training's, in the same order."""
