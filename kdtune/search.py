@@ -19,9 +19,12 @@ import dataclasses
 import json
 import math
 import pickle
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import optuna
 
 from kdtune.config import StudySpec, TrialConfig
 from kdtune.hparams import Declarations, HParam, Value, scoped
@@ -126,9 +129,25 @@ def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str 
 
 def quiet_optuna(verbose: bool) -> None:
     """Optuna's own notices ("A new study created in memory") only with --verbose."""
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II, picklable on every Optuna kdtune supports. Ray Tune pickles the searcher,
+    and with it the Optuna study and its sampler, when a study starts (tuner.pkl) and at every
+    experiment checkpoint, as the searcher's own `save` does. Optuna 5.1 gave its genetic
+    samplers a threading.Lock, which pickle cannot copy, so an NSGA-II search failed before its
+    first trial. The lock guards a cache within one process: a copy gets a lock of its own."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 def make_sampler(spec: StudySpec) -> Any:
@@ -136,7 +155,6 @@ def make_sampler(spec: StudySpec) -> Any:
     GPSampler models only the parameters every trial has: with several methods, whose
     parameters are scoped by method, it models the method and samples the rest at random
     (Optuna warns on every trial; README, "The sampler", has the measurement)."""
-    import optuna
 
     startup = min(10, spec.num_samples)
     if spec.sampler == "gp":
@@ -144,14 +162,13 @@ def make_sampler(spec: StudySpec) -> Any:
                                          warn_independent_sampling=False)  # fmt: skip
     if spec.sampler == "nsga2":  # generations of a few trials each, or a short search is random
         population = max(4, min(50, spec.num_samples // 3))
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=population)
+        return NSGAIISampler(seed=spec.seed, population_size=population)
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
 
 
 def optuna_study(spec: StudySpec, storage_url: str, resume: bool) -> Any:
     """The search's Optuna study, named after the study, in `storage_url` (in memory if "").
     A fresh start replaces a study of the same name there; --resume loads it."""
-    import optuna
 
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
     if storage is not None and not resume:
@@ -194,7 +211,6 @@ def _rebind_running(asked: dict[str, Any], study: Any) -> dict[str, Any]:
     """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`;
     the study's other RUNNING trials were asked after the last save by a driver that then died,
     and no Tune trial will end them: they are told FAIL."""
-    import optuna
 
     running = {trial._trial_id: trial.number for trial in study.get_trials(
         deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
@@ -238,7 +254,6 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
     Each trial's objectives at the scheduler's rung epochs are kept as its user attributes
     ("values_at_epoch_3"), where the importance of hyperparameters can still be read when few
     trials run their whole budget."""
-    import optuna
     from ray.tune.search import Searcher
 
     from kdtune.callback import expand

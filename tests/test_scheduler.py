@@ -186,3 +186,33 @@ def test_what_optuna_is_told_of_a_finished_trial():
     assert how_it_ended({**full, "val_ece": math.nan}, metrics, 30, error=False) == ("FAIL", [])
     assert how_it_ended({"epoch": 2, "val_acc": 0.5}, metrics, 30, error=False) == ("FAIL", [])
     assert how_it_ended(full, metrics, 30, error=True) == ("FAIL", [])
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2"])
+def test_the_searcher_survives_the_pickling_tune_and_resume_do(sampler, tmp_path):
+    """Tune cloudpickles the searcher, with its Optuna study and sampler, when a study starts and
+    at its checkpoints, and kdtune's own save pickles it: with every sampler a copy must come
+    back and go on asking (Optuna 5.1's NSGA-II held an unpicklable lock)."""
+    import pickle
+
+    from ray import cloudpickle
+
+    import studies.temperature_sweep as study
+    from kdtune.search import make_searcher
+    from kdtune.study import study_declarations
+
+    spec = dataclasses.replace(study.SMOKE, name=f"pickled_{sampler}", sampler=sampler,
+                               num_samples=12)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = make_searcher(spec, study_declarations(spec), url)
+    for number in range(6):
+        searcher.suggest(str(number))
+        searcher.on_trial_complete(str(number), {"epoch": 2, "val_acc": 0.5 + number / 20,
+                                                 "val_ece": 0.1 - number / 100})  # fmt: skip
+    copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+    assert copy.suggest("6")["method"] in spec.methods
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    assert "6" not in pickle.loads((tmp_path / "searcher.pkl").read_bytes())["asked"]
+    resumed = make_searcher(spec, study_declarations(spec), url, resume=True)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert resumed.suggest("7")["method"] in spec.methods
