@@ -129,7 +129,6 @@ def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str 
 
 def quiet_optuna(verbose: bool) -> None:
     """Optuna's own notices ("A new study created in memory") only with --verbose."""
-
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
@@ -155,7 +154,6 @@ def make_sampler(spec: StudySpec) -> Any:
     GPSampler models only the parameters every trial has: with several methods, whose
     parameters are scoped by method, it models the method and samples the rest at random
     (Optuna warns on every trial; README, "The sampler", has the measurement)."""
-
     startup = min(10, spec.num_samples)
     if spec.sampler == "gp":
         return optuna.samplers.GPSampler(seed=spec.seed, n_startup_trials=startup,
@@ -169,7 +167,6 @@ def make_sampler(spec: StudySpec) -> Any:
 def optuna_study(spec: StudySpec, storage_url: str, resume: bool) -> Any:
     """The search's Optuna study, named after the study, in `storage_url` (in memory if "").
     A fresh start replaces a study of the same name there; --resume loads it."""
-
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
     if storage is not None and not resume:
         with contextlib.suppress(KeyError):  # none there yet
@@ -211,7 +208,6 @@ def _rebind_running(asked: dict[str, Any], study: Any) -> dict[str, Any]:
     """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`;
     the study's other RUNNING trials were asked after the last save by a driver that then died,
     and no Tune trial will end them: they are told FAIL."""
-
     running = {trial._trial_id: trial.number for trial in study.get_trials(
         deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
     # a trial the driver told Optuna about after the last save, before it died, is ended in
