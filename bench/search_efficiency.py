@@ -163,12 +163,17 @@ def quick_spec(spec: StudySpec) -> StudySpec:
         teacher_recipe=dataclasses.replace(spec.teacher_recipe, epochs=6), reference_point=())
 
 
-def run_search(spec: StudySpec, folder: Path) -> tuple[Curve, StudyResult]:
-    """A real study in `folder` (its own Ray storage and MLflow store): its curve and result."""
+def study_in(spec: StudySpec, folder: Path) -> StudyResult:
+    """A real, quiet study with its Ray storage and MLflow store in `folder`."""
     from kdtune.study import run_study
 
     spec = dataclasses.replace(spec, storage_path=str(folder / "ray"))
-    result = run_study(spec, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
+    return run_study(spec, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
+
+
+def run_search(spec: StudySpec, folder: Path) -> tuple[Curve, StudyResult]:
+    """A search in `folder`: its curve and result."""
+    result = study_in(spec, folder)
     return search_curve(spec, result), result
 
 
@@ -179,12 +184,12 @@ def retrain(spec: StudySpec, result: StudyResult, folder: Path,
     search's final values and the second training's, in the same order."""
     from kdtune.reseed import config_key, reseed_spec
     from kdtune.search import grid_keys
-    from kdtune.study import run_study, study_declarations
+    from kdtune.study import study_declarations
 
     rows = [r for r in result.table.to_pylist() if r["status"] == "TERMINATED"]
-    spec = dataclasses.replace(spec, storage_path=str(folder / "ray"), reseed=(seed,))
+    spec = dataclasses.replace(spec, reseed=(seed,))
     again = reseed_spec(spec, rows, study_declarations(spec))
-    second = run_study(again, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", log=lambda _: None)
+    second = study_in(again, folder)
     keys, names = grid_keys(again), [m for m, _ in spec.objectives]
     retrained = {config_key(r, keys): r for r in second.table.to_pylist()
                  if r["status"] == "TERMINATED"}  # fmt: skip

@@ -230,6 +230,16 @@ def rung_values(trial: Any) -> dict[int, list[float]]:
             if key.startswith(RUNG_VALUES)}  # fmt: skip
 
 
+def keep_rung_values(trial: Any, reports: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                     rung_epochs: Sequence[int]) -> None:  # fmt: skip
+    """Keep the objectives of each report at a rung epoch on the Optuna trial (user attributes
+    `rung_values` reads), where importances can still be read when few trials run in full."""
+    for report in reports:
+        values = [report.get(m) for m in metrics]
+        if report.get("epoch") in rung_epochs and None not in values:
+            trial.set_user_attr(f"{RUNG_VALUES}{report['epoch']}", values)
+
+
 def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,
                  error: bool) -> tuple[str, list[Any]]:  # fmt: skip
     """What Optuna is told of a finished Tune trial: ("FAIL", []) for a failed or non-finite one,
@@ -247,20 +257,17 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
     is `space(trial)`, and tells it how the trial ended: its final objectives; PRUNED for a trial
     the scheduler stopped early (TPE then counts it among the poor trials, and no low-fidelity
     values enter the front); FAIL for a failed or non-finite one, which the sampler ignores.
-    Each trial's objectives at the scheduler's rung epochs are kept as its user attributes
-    ("values_at_epoch_3"), where the importance of hyperparameters can still be read when few
-    trials run their whole budget."""
+    Its objectives at the scheduler's rung epochs stay on the Optuna trial (`keep_rung_values`)."""
     from ray.tune.search import Searcher
 
     from kdtune.callback import expand
 
-    objectives = list(study.metric_names)
     modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min"
              for d in study.directions]  # fmt: skip
 
     class OptunaSearcher(Searcher):
         def __init__(self) -> None:
-            super().__init__(metric=objectives, mode=modes)
+            super().__init__(metric=list(study.metric_names), mode=modes)
             self.space, self.study = space, study
             self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
             self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
@@ -274,11 +281,8 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            trial = self.asked.get(trial_id)
-            for report in expand(result) if trial is not None else []:
-                values = [report.get(m) for m in self.metric]
-                if report.get("epoch") in rung_epochs and None not in values:
-                    trial.set_user_attr(f"{RUNG_VALUES}{report['epoch']}", values)
+            if trial_id in self.asked:
+                keep_rung_values(self.asked[trial_id], expand(result), self.metric, rung_epochs)
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
             if result:  # a trial stopped at a rung ends on that rung's report
