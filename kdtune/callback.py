@@ -2,7 +2,8 @@
 reconciliation that completes each trial's MLflow record from what Tune stored for it.
 
 Workers never talk to MLflow: each report reaches the driver through Tune and is logged here
-(through `tracking.StudyTracker`, the only MLflow code), with one progress line per ended trial.
+(through `tracking.StudyTracker`, the only MLflow code), with one line per ended trial and, in
+between, where the study stands (`Progress`) and whether its trials wait for resources.
 """
 
 from __future__ import annotations
@@ -265,7 +266,9 @@ class TrackingCallback(tune.Callback):
         self._record(write)
         self._progress(trials, trial, f"FAILED: {reason} (details: {trial.error_file})")
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune calls this after each turn of its loop, ~0.1 s apart while no trial reports: the
+        # cadence between trial events. Ray has no on_step; a misnamed hook is silently never run
         if self._progress_line is None:
             self._progress_line = Progress(self.route.num_trials, self.route.objectives,
                                            sys.stdout.isatty())  # fmt: skip

@@ -243,24 +243,55 @@ def test_resources_this_machine_cannot_give_are_an_input_error(ray_local, tmp_pa
     assert record(uri, spec.name)[0] == []
 
 
-def test_trials_starved_of_resources_are_announced_with_what_they_wait_for(monkeypatch, capsys):
+@pytest.mark.slow
+def test_trials_starved_of_resources_are_announced_with_what_they_wait_for(
+    ray_local, tmp_path, monkeypatch, capsys
+):
     """On an autoscaling cluster a trial may wait for nodes: while none runs and some wait, the
-    callback says so at a steady cadence, with what each asks and for how long."""
-    from types import SimpleNamespace
+    callback says so at a steady cadence, with what each asks and for how long; while one runs,
+    nothing is starved. A real study: an actor holds both of Ray's CPUs until Tune's trials have
+    waited a while, then lets go, as a node that comes up; each trial asks both CPUs, so the
+    second waits while the first runs."""
+    import re
+    import threading
+
+    from ray.util.placement_group import placement_group_table
 
     from kdtune import callback
+    from tests.helpers.paced import paced_trials
 
-    monkeypatch.setattr(callback, "WAIT_NOTICE_S", 0.0)
-    asks = SimpleNamespace(required_resources={"CPU": 1.0, "GPU": 1.0})
-    waiting = SimpleNamespace(status="PENDING", placement_group_factory=asks)
-    running = SimpleNamespace(status="RUNNING", placement_group_factory=asks)
-    callback.route("starved", callback.Route("sqlite://", "parent", {}, ["val_acc"], 4))
-    watcher = callback.TrackingCallback("starved")
-    watcher.on_step(1, [waiting, running])
-    assert capsys.readouterr().out == ""  # one runs: nothing is starved
-    watcher.on_step(2, [waiting, waiting])
-    said = capsys.readouterr().out
-    assert "ray: 2 trials have waited 0 min for resources" in said and "'GPU': 1.0" in said
+    monkeypatch.setattr(callback, "WAIT_NOTICE_S", 1.5)
+    monkeypatch.setattr(callback, "PROGRESS_S", 0.5)
+
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    hog = ray_local.remote(num_cpus=2)(Hog).remote()
+    ray_local.get(hog.ready.remote())
+
+    def node_comes_up() -> None:
+        deadline = time.monotonic() + 120
+        try:  # once Tune's trials wait for their resources, let them wait 4 s
+            while time.monotonic() < deadline and not any(
+                pg["state"] == "PENDING" for pg in placement_group_table().values()
+            ):
+                time.sleep(0.1)
+            time.sleep(4.0)
+        finally:
+            ray_local.kill(hog)
+
+    threading.Thread(target=node_comes_up, daemon=True).start()
+    paced_trials(tmp_path, "starved", epoch_s=1.0, cpus_per_trial=2)
+    out = capsys.readouterr().out
+    notices = [line for line in out.splitlines() if line.startswith("ray: ")]
+    notice = (r"ray: 2 trials have waited \d+ min for resources; each asks \{'CPU': 2\.0\} "
+              r"\(Ctrl-C stops the study\)")  # fmt: skip
+    assert notices and all(re.fullmatch(notice, line) for line in notices), out
+    running = re.search(r"^progress: 0/2 trials done, 1 running, 1 to come", out, re.M)
+    assert running, out  # the first trial ran while the second waited ...
+    assert out.rindex("ray: ") < running.start()  # ... and that said nothing of starving
+    assert "trial 2/2 " in out
 
 
 def test_resume_from_another_working_folder_stays_in_the_studys_store(ray_local, tmp_path,

@@ -3,7 +3,10 @@ and the time left, computed from the work done since the process began."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
+
+from tests.helpers.paced import paced_trials, progress_counts
 
 
 def _trial(index: int, status: str, epoch: int) -> SimpleNamespace:
@@ -36,3 +39,23 @@ def test_on_a_terminal_progress_is_a_bar(monkeypatch):
     progress = callback.Progress(4, [], tty=True)
     bar = progress.line([_trial(0, "TERMINATED", 10), _trial(1, "TERMINATED", 10)])
     assert bar.startswith("[" + "#" * 10 + "-" * 10 + "] 2/4 trials done")
+
+
+def test_a_logged_study_prints_progress_while_its_trials_run(ray_local, tmp_path, monkeypatch,
+                                                             capsys):  # fmt: skip
+    """Tune calls the callback between trial events: a study whose trials take seconds says
+    where it stands at the log cadence while they run, not only when one ends."""
+    from kdtune import callback
+
+    monkeypatch.setattr(callback, "PROGRESS_S", 0.5)
+    paced_trials(tmp_path, "paced", epoch_s=1.0)
+    out = capsys.readouterr().out
+    counts = progress_counts(out)
+    assert len(counts) >= 3, out
+    assert all(of == done + running + to_come == 2 for done, of, running, to_come in counts)
+    assert [c[0] for c in counts] == sorted(c[0] for c in counts)  # done only grows
+    both = [line for line in out.splitlines() if line.startswith("progress: 0/2 trials done, 2")]
+    assert both and re.search(r"\| \w+ +epoch [1-3]/3 val_acc 0\.5\d00, \w+ +epoch", both[-1])
+    assert out.index("progress: ") < out.index("trial 1/2 ")  # said before any trial ended
+    assert "\r" not in out and "\033[K" not in out  # a log gets lines, never a redrawn bar
+
