@@ -3,8 +3,15 @@ and the time left, computed from the work done since the process began."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
+import subprocess
+import time
 from types import SimpleNamespace
+
+import pytest
 
 from tests.helpers.paced import paced_trials, progress_counts
 
@@ -59,3 +66,53 @@ def test_a_logged_study_prints_progress_while_its_trials_run(ray_local, tmp_path
     assert out.index("progress: ") < out.index("trial 1/2 ")  # said before any trial ended
     assert "\r" not in out and "\033[K" not in out  # a log gets lines, never a redrawn bar
 
+
+def _on_a_terminal(command: list[str], cwd, timeout: float = 300) -> tuple[int, str]:
+    """A command run on a pseudo-terminal, as in tmux: its exit status and all it wrote there."""
+    main, child = os.openpty()
+    process = subprocess.Popen(command, cwd=cwd, stdin=child, stdout=child, stderr=child,
+                               start_new_session=True,
+                               env={**os.environ, "TERM": "xterm"})  # fmt: skip
+    os.close(child)
+    output, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # EIO: every writer of the terminal has closed it
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        return process.wait(timeout=max(deadline - time.monotonic(), 1)), output.decode()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        os.close(main)
+
+
+BAR = re.compile(r"\r\x1b\[K\[([#-]{20})\] (\d)/2 trials done, (\d) running, (\d) to come")
+
+
+@pytest.mark.slow
+def test_a_study_on_a_terminal_redraws_one_progress_bar(tmp_path):
+    """The study script on a pseudo-terminal: a bar redrawn in place while the trials run,
+    cleared before each trial's line and at the end, and no `progress:` lines."""
+    from tests.helpers.runs import sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, out = _on_a_terminal(sweep(tmp_path, "bar", uri, trials=2, epochs=3), tmp_path)
+    assert code == 0, out[-3000:]
+    bars = BAR.findall(out)
+    assert len(bars) >= 2, out[-3000:]
+    for filled, done, running, to_come in bars:
+        assert int(done) + int(running) + int(to_come) == 2
+        assert filled == "#" * (10 * int(done)) + "-" * (20 - 10 * int(done))
+    assert any(running == "1" for _, _, running, _ in bars)  # drawn while a trial ran
+    for ended in re.finditer(r"trial [12]/2 ", out):  # each trial's line starts a clean line
+        assert out[: ended.start()].endswith(("\r\x1b[K", "\n")), out[ended.start() - 200 :]
+    rest = out[list(BAR.finditer(out))[-1].end() :]
+    cleared = rest.find("\r\x1b[K")  # the last bar is cleared before anything else is written
+    assert cleared >= 0 and "\n" not in rest[:cleared], rest[:500]
+    assert "progress: " not in out
