@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -303,10 +304,17 @@ class StudySpec:
         ):  # fmt: skip
             raise ConfigError(f"grace_period: must be a whole number of epochs >= 0 (0 = auto), "
                               f"got {self.grace_period!r}")  # fmt: skip
-        _check_number("reduction_factor", self.reduction_factor)
-        if self.reduction_factor <= 1:
+        if not _is(self.reduction_factor, _NUMBER) or not math.isfinite(self.reduction_factor) or (
+            self.reduction_factor <= 1
+        ):
             raise ConfigError(f"reduction_factor: must be > 1 (a rung keeps 1/reduction_factor "
                               f"of its trials), got {self.reduction_factor}")  # fmt: skip
+        last_rung = self.recipe.epochs / self.reduction_factor
+        if self.early_stopping and self.grace_period > last_rung:
+            raise ConfigError(f"grace_period: MO-ASHA's rungs end at epochs / reduction_factor "
+                              f"= {last_rung:g}, so {self.grace_period} leaves it none; give at "
+                              f"most {math.floor(last_rung)} (0 = auto), or --scheduler "
+                              "fifo")  # fmt: skip
         _check_choice("sampler", self.sampler, ("tpe", "gp", "nsga2"))
         _check_choice("importance_evaluator", self.importance_evaluator, ("ped_anova", "fanova"))
         if self.reference_point and len(self.reference_point) != len(self.objectives):
@@ -384,6 +392,39 @@ class StudySpec:
                 base = benchmark_recipe(values.get(model, default))
                 values[key] = dataclasses.replace(base, **raw.get(key, {}))
         return cls(**values)
+
+
+# What a resumed study keeps from its first launch: Tune restores its own settings as saved,
+# and the earlier trials were drawn, trained and judged under the rest.
+KEPT_ON_RESUME = ("num_samples", "max_concurrent_trials")
+FREE_ON_RESUME = ("name", "storage_path", "data_root", "download", "cpus_per_trial",
+                  "gpus_per_trial", "max_failures", "checkpoint_interval_s",
+                  "report_interval_s", "importance_evaluator", "reseed")  # fmt: skip
+
+
+def spec_record(spec: StudySpec) -> dict[str, Any]:
+    """The spec as plain JSON data (what the study folder keeps of its first launch)."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+def resume_changes(saved: Mapping[str, Any],
+                   spec: StudySpec) -> tuple[list[str], dict[str, Any]]:  # fmt: skip
+    """What a resume changes of the spec its study began with: (the changes it cannot make,
+    "field: first -> now", and the first launch's values of the settings it keeps although
+    asked for others)."""
+    now = spec_record(spec)
+    changed = [key for key in now if key not in FREE_ON_RESUME and saved.get(key) != now[key]]
+    refused = [change for key in changed if key not in KEPT_ON_RESUME
+               for change in _changes(key, saved.get(key), now[key])]  # fmt: skip
+    return refused, {key: saved[key] for key in changed if key in KEPT_ON_RESUME}
+
+
+def _changes(key: str, before: Any, after: Any) -> list[str]:
+    """`key`'s change as "key: before -> after"; a recipe's field by field."""
+    if isinstance(before, dict) and isinstance(after, dict) and key.endswith("recipe"):
+        return [f"{key}.{name}: {before.get(name)!r} -> {after.get(name)!r}"
+                for name in after if before.get(name) != after.get(name)]  # fmt: skip
+    return [f"{key}: {before!r} -> {after!r}"]
 
 
 _NUMBER = (int, float)

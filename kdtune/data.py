@@ -160,6 +160,25 @@ def load_digits(*, seed: int, root: str = "", download: bool = False) -> Dataset
     )
 
 
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _no_cifar(name: str, root: str, why: str) -> ConfigError:
+    folder = CIFAR_FOLDERS[name]
+    return ConfigError(
+        f"dataset {name!r}: no valid {folder}/ under data_root={str(Path(root).resolve())!r} "
+        f"({why}); pass --download (needs internet) or point --data-root at a folder "
+        f"that holds {folder}/"
+    )
+
+
+def check_dataset_files(name: str, root: str, download: bool) -> None:
+    """A dataset's folder looked for before anything else starts (loading it comes later,
+    after the cheaper checks): a study on missing files is one line, not a store and a Ray."""
+    if name in CIFAR_FOLDERS and not download and not (Path(root) / CIFAR_FOLDERS[name]).is_dir():
+        raise _no_cifar(name, root, "the folder is not there")
+
+
 def _load_cifar(name: str, *, seed: int, root: str, download: bool) -> DatasetBundle:
     from torchvision import datasets
 
@@ -168,12 +187,7 @@ def _load_cifar(name: str, *, seed: int, root: str, download: bool) -> DatasetBu
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)
     except RuntimeError as error:
-        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
-        raise ConfigError(
-            f"dataset {name!r}: no valid {folder}/ under data_root={str(Path(root).resolve())!r} "
-            f"({error}); pass --download (needs internet) or point --data-root at a folder "
-            f"that holds {folder}/"
-        ) from None
+        raise _no_cifar(name, root, str(error)) from None
 
     def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
         return ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets, dtype=np.int64)

@@ -13,12 +13,14 @@ import functools
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from kdtune.tracking import StudyTracker, check_store, choose_store
 from kdtune.trainable import EPOCH_HISTORY
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+STUDY_FILE = "study.json"  # the study's id and the spec of its first launch
 TRACKING_URI_FILE = "mlflow_tracking_uri"
 _T = TypeVar("_T")
 Log = Callable[[str], None]
@@ -151,6 +154,28 @@ def init_ray(log: Log) -> None:
     log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
 
 
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """On a machine of its own (no cluster to join or grow), a trial that asks for more CPUs or
+    GPUs than the machine has would wait forever: said before the data, the teacher or Ray
+    (which would take minutes, hours for a CIFAR teacher, to reach the same answer)."""
+    if on_cluster():
+        return  # what a cluster has, Ray says once it answers (check_resources)
+    import torch
+
+    for name, key, asked, have in (
+        ("cpus_per_trial", "CPU", cpus_per_trial, os.cpu_count() or 1),
+        ("gpus_per_trial", "GPU", gpus_per_trial, torch.cuda.device_count()),
+    ):  # fmt: skip
+        if asked > have:
+            raise _too_much(name, key, asked, have)
+
+
+def _too_much(name: str, key: str, asked: float, have: float) -> ConfigError:
+    return ConfigError(f"{name}: a trial asks for {asked:g} {key}s, but this machine has "
+                       f"{have:g}; ask for at most {have:g} (--{name.replace('_', '-')}) or run "
+                       "on a cluster")  # fmt: skip
+
+
 def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> None:
     """A trial that asks for more than Ray has would wait forever: on a fixed machine that is an
     input error; on an autoscaling cluster it is what the autoscaler is for, so say so."""
@@ -166,9 +191,7 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> N
             log(f"ray: a trial needs {asked:g} {key}s and the cluster has {have:g} now; trials "
                 "wait until the autoscaler adds nodes (Ctrl-C stops the study)")
             continue
-        raise ConfigError(f"{name}: a trial asks for {asked:g} {key}s, but this machine's Ray "
-                          f"has {have:g}; ask for at most {have:g} (--{name.replace('_', '-')}) "
-                          "or run on a cluster")  # fmt: skip
+        raise _too_much(name, key, asked, have)
 
 
 def on_study_device(
@@ -295,6 +318,58 @@ def prepare_storage(
     return storage, uri
 
 
+def can_resume(storage: StudyStorage) -> bool:
+    """Tune saved a state of this study that it can go on from."""
+    return tune.Tuner.can_restore(storage.experiment_path)
+
+
+def study_file(storage: StudyStorage) -> dict[str, Any] | None:
+    """The study folder's STUDY_FILE ({"id", "spec"}), or None where none was written (a study
+    that never started, or one started by a kdtune older than the file)."""
+    text = storage.read_text(STUDY_FILE)
+    if text is None:
+        return None
+    try:
+        return dict(json.loads(text))
+    except (ValueError, TypeError):
+        raise ConfigError(f"storage_path: {storage.experiment_path}/{STUDY_FILE} is damaged; "
+                          "move it away to resume without the checks it allows (the same "
+                          "spec, the study's own Optuna study)") from None  # fmt: skip
+
+
+def check_resumable(storage: StudyStorage, saved: Mapping[str, Any] | None,
+                    changes: tuple[list[str], Mapping[str, Any]], log: Log) -> None:  # fmt: skip
+    """--resume of a study that never ran, or with a spec that differs from its first launch's
+    (`config.resume_changes`) in what its trials were drawn, trained or judged under, is a
+    ConfigError; what it keeps from the first launch although asked otherwise, it says."""
+    if saved is None and not can_resume(storage):
+        raise ConfigError(f"name: no study {storage.name!r} has run in {storage.root}, so "
+                          "there is nothing to resume; run it without --resume to start it, "
+                          "or give the --storage it ran in")  # fmt: skip
+    refused, kept = changes
+    if refused:
+        raise ConfigError(f"resume: the study began with another spec ({'; '.join(refused)}); "
+                          "its trials so far were drawn and judged under that one: resume "
+                          "with it, or start this spec under another --name")  # fmt: skip
+    if kept:
+        shown = ", ".join(f"{key} = {value!r}" for key, value in kept.items())
+        log(f"study: a resume keeps the first launch's {shown} (Tune's saved settings); for "
+            "more trials, start a study under another --name")
+
+
+def study_identity(saved: Mapping[str, Any] | None, resume: bool) -> str:
+    """The study's id: its folder's (a fresh start in the same folder replaces the same study),
+    else a new one; "" for a resumed study started by a kdtune older than STUDY_FILE."""
+    if saved is not None:
+        return str(saved["id"])
+    return "" if resume else uuid.uuid4().hex
+
+
+def keep_study_file(storage: StudyStorage, study_id: str, spec: Mapping[str, Any]) -> None:
+    atomic.write_text(storage.local_dir / STUDY_FILE, json.dumps({"id": study_id, "spec": spec}))
+    storage.publish(storage.local_dir / STUDY_FILE)
+
+
 @dataclass(frozen=True)
 class OpenStudy:
     storage: StudyStorage
@@ -312,11 +387,15 @@ def open_study(
     results). A resumed study whose store does not hold its parent run (another
     --tracking-uri, a copied folder) is recorded anew there, finished trials included."""
     tracker = StudyTracker(name, tracking_uri)
-    saved = storage.read_text(PARENT_RUN_FILE) if resume else None
+    last = (storage.read_text(PARENT_RUN_FILE) or "").strip()
+    if not resume and last and (closed := tracker.close_abandoned(last)):
+        log(f"mlflow: the last launch of {name!r} (parent run {last}) was left running by a "
+            f"driver that died; marked it and {closed - 1} of its trials KILLED")
+    saved = last if resume else None
     tags = environment_tags()
-    resumed = bool(saved) and tracker.reopen_study(saved.strip())
+    resumed = bool(saved) and tracker.reopen_study(saved)
     if saved and not resumed:
-        log(f"mlflow: the parent run {saved.strip()} of {name!r} is not in {tracking_uri}; "
+        log(f"mlflow: the parent run {saved} of {name!r} is not in {tracking_uri}; "
             "recording the study there anew (finished trials are copied from Tune's records)")
     parent_id = tracker.parent_run_id if resumed else tracker.start_study(name, params, tags)
     assert parent_id is not None
@@ -335,7 +414,11 @@ def trial_folder(trial: Any) -> str:
 def trials_config(search_alg: Any, num_samples: int, max_concurrent_trials: int,
                   scheduler: Any = None) -> tune.TuneConfig:  # fmt: skip
     """How Tune runs a study's trials: worker processes reused between trials (no new Python,
-    torch import or CUDA context per trial), short trial folder names."""
+    torch import or CUDA context per trial), short trial folder names, Tune's state saved
+    whenever a trial is added or ends (`scheduler.SnapshotOnChange`, unless one is given)."""
+    from kdtune.scheduler import SnapshotOnChange
+
+    scheduler = scheduler or SnapshotOnChange()
     return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                            max_concurrent_trials=max_concurrent_trials, reuse_actors=True,
                            trial_dirname_creator=trial_folder)  # fmt: skip
@@ -467,7 +550,8 @@ def closing_lines(result: StudyResult) -> str:
     lines += [f"  {path.name}" for path in result.files]
     lines.append("and logged them on its MLflow parent run, with one child run per trial.")
     if local:
-        lines.append(f"See them:  kdtune ui --tracking-uri {result.tracking_uri}   then open "
+        lines.append(f"See them:  kdtune ui --tracking-uri {shlex.quote(result.tracking_uri)}   "
+                     "then open "
                      f"http://127.0.0.1:5000/{where}")  # fmt: skip
     else:
         lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")

@@ -40,6 +40,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from kdtune.atomic import write_text
 from kdtune.callback import expand
+from kdtune.config import ConfigError
 from kdtune.pareto import best_first
 
 SCHEDULER_STATE = "scheduler_state.json"  # in the study folder
@@ -48,6 +49,17 @@ _STATE_FILES: dict[str, Path] = {}  # study name -> where its scheduler keeps it
 
 def keep_state(study: str, path: Path) -> None:
     _STATE_FILES[study] = path
+
+
+def check_state_file(path: Path) -> None:
+    """The rungs' file of a study about to resume, readable (else MO-ASHA would fail at its
+    first decision, mid-study): one ConfigError naming it and what to do."""
+    try:
+        json.loads(path.read_text()) if path.exists() else None
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"storage_path: MO-ASHA's record of its rungs, {path}, is damaged (cut "
+                          "short?); move it away and resume again: the trials to come are then "
+                          "judged against the rung values recorded from then on") from None
 
 
 def rung_epochs(grace_period: float, reduction_factor: float, max_epochs: int) -> list[int]:
@@ -62,7 +74,38 @@ def rung_epochs(grace_period: float, reduction_factor: float, max_epochs: int) -
     return rungs
 
 
-class MultiObjectiveAsha(FIFOScheduler):
+def snapshot_this_step(tune_controller: Any) -> None:
+    """Have Tune save its experiment state at the end of the step under way. Tune saves it at
+    most every 10 s by itself, so a driver killed soon after a trial was added or ended came
+    back, on --resume, to a state that did not know: a trial it had printed as ended ran again,
+    one it had started was forgotten (its MLflow run an orphan, its Optuna trial asked twice).
+    Tune gives schedulers its controller (or a wrapper of it) but no public way to ask for a
+    save; its own flag for a forced save is set, where it exists."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    manager = getattr(controller, "_checkpoint_manager", None)
+    if manager is not None and hasattr(manager, "_should_force_sync_up"):
+        manager._should_force_sync_up = True
+
+
+class SnapshotOnChange(FIFOScheduler):
+    """Tune's first-in-first-out scheduling, with the experiment state saved in the step in
+    which a trial is added or ends (`snapshot_this_step`): what the study printed and recorded
+    is then what --resume finds."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        snapshot_this_step(tune_controller)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_error(tune_controller, trial)
+        snapshot_this_step(tune_controller)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        snapshot_this_step(tune_controller)
+
+
+class MultiObjectiveAsha(SnapshotOnChange):
     def __init__(self, study: str, objectives: Sequence[tuple[str, str]], max_epochs: int,
                  grace_period: float, reduction_factor: float) -> None:  # fmt: skip
         super().__init__()
@@ -100,6 +143,8 @@ class MultiObjectiveAsha(FIFOScheduler):
             for rung in self.rungs:
                 if rung <= self.passed.get(trial_id, 0) or epoch < rung:
                     continue
+                if trial_id in self.recorded[rung]:  # stopped there before an interruption:
+                    return TrialScheduler.STOP  # a decision is taken once
                 if not self._goes_on(trial_id, rung, report):
                     return TrialScheduler.STOP
                 self.passed[trial_id] = rung

@@ -18,15 +18,19 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import pickle
+import sqlite3
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
-from kdtune.config import StudySpec, TrialConfig
+from kdtune.config import ConfigError, StudySpec, TrialConfig, one_line
 from kdtune.hparams import Declarations, HParam, Value, scoped
 
 
@@ -117,14 +121,14 @@ def grid_points(spec: StudySpec, declarations: Declarations) -> list[dict[str, A
 
 
 def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str = "",
-                  resume: bool = False) -> Any:  # fmt: skip
+                  resume: bool = False, study_id: str = "") -> Any:  # fmt: skip
     """Optuna's multi-objective sampler over the study's space, its study kept in `storage_url`
-    (an RDB: optuna-dashboard reads it, --resume continues it); a grid study runs its points in
-    order instead."""
+    (an RDB: optuna-dashboard reads it, --resume continues it; `optuna_study` says which study
+    it may take); a grid study runs its points in order instead."""
     if spec.grid:
         return points_searcher(grid_points(spec, declarations))
-    return optuna_searcher(DefineByRun(spec, declarations),
-                           optuna_study(spec, storage_url, resume), rungs(spec))  # fmt: skip
+    study = optuna_study(spec, storage_url, resume, study_id)
+    return optuna_searcher(DefineByRun(spec, declarations), study, rungs(spec))
 
 
 def quiet_optuna(verbose: bool) -> None:
@@ -149,31 +153,138 @@ class NSGAIISampler(optuna.samplers.NSGAIISampler):
         self._thread_lock = threading.Lock()
 
 
-def make_sampler(spec: StudySpec) -> Any:
-    """The study's Optuna sampler, seeded by the study; each starts from random trials.
-    GPSampler models only the parameters every trial has: with several methods, whose
+def make_sampler(spec: StudySpec, seed: int | None = None) -> Any:
+    """The study's Optuna sampler, seeded by the study (or `seed`); each starts from random
+    trials. GPSampler models only the parameters every trial has: with several methods, whose
     parameters are scoped by method, it models the method and samples the rest at random
     (Optuna warns on every trial; README, "The sampler", has the measurement)."""
+    seed = spec.seed if seed is None else seed
     startup = min(10, spec.num_samples)
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed, n_startup_trials=startup,
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
                                          warn_independent_sampling=False)  # fmt: skip
     if spec.sampler == "nsga2":  # generations of a few trials each, or a short search is random
         population = max(4, min(50, spec.num_samples // 3))
-        return NSGAIISampler(seed=spec.seed, population_size=population)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+        return NSGAIISampler(seed=seed, population_size=population)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
-def optuna_study(spec: StudySpec, storage_url: str, resume: bool) -> Any:
+def resumed_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler's seed for a search resumed after `trials_so_far` Optuna trials. A sampler
+    made anew with the study's own seed would draw its random start-up points from the
+    beginning again, so a search interrupted within them re-ran the configurations it had
+    already tried; a seed of the resume's own, still a function of the study's, does not."""
+    return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
+
+
+OPTUNA_TABLES = frozenset(("studies", "trials", "version_info"))
+STUDY_ID_ATTR = "kdtune.study_id"  # on an Optuna study: which kdtune study made it
+
+
+def _storage_error(why: str, fix: str) -> ConfigError:
+    return ConfigError(f"optuna_storage: {why}; {fix}, or leave --optuna-storage out (the "
+                       f"study folder's own optuna.db)")  # fmt: skip
+
+
+def check_optuna_storage(url: str) -> None:
+    """An Optuna storage that a search can use, checked before Ray, MLflow or the data: one
+    ConfigError naming the field and the fix for a malformed URL, a missing driver, a database
+    that cannot be reached, written or read, or one that holds another program's tables
+    (Optuna adds its own to any database, MLflow's tracking store included, and then fails)."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise _storage_error(f"{url!r} is not a database URL",
+                             "give one such as sqlite:///optuna.db or "
+                             "postgresql://user@host/db") from None  # fmt: skip
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        _check_sqlite_file(Path(parsed.database), url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise _storage_error(f"{url}: no database driver for {parsed.drivername!r}",
+                             "give a sqlite:///, postgresql:// or mysql:// URL") from None
+    except ModuleNotFoundError as error:
+        raise _storage_error(f"{url} needs the Python package {error.name!r}, which is not "
+                             "installed", f"pip install {error.name}") from None  # fmt: skip
+    try:
+        with engine.connect():
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise _storage_error(f"cannot open {url} ({one_line(error)})",
+                             "check that the database is up and the URL right") from None
+    finally:
+        engine.dispose()
+    if tables and not tables >= OPTUNA_TABLES or "experiments" in tables:
+        shown = ", ".join(sorted(tables - OPTUNA_TABLES)[:5])
+        raise _storage_error(f"{url} holds another program's tables ({shown}; MLflow's "
+                             "tracking store?), which Optuna's would clash with",
+                             "give the Optuna studies a database of their own") from None
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    if not path.parent.is_dir():
+        raise _storage_error(f"the folder {path.parent} of {url} does not exist",
+                             "create it, or give a file in an existing folder")  # fmt: skip
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable or not os.access(path.parent, os.W_OK):  # SQLite writes a journal beside
+        raise _storage_error(f"{path if path.exists() else path.parent} is read-only",
+                             "make it writable, or give a file in a writable folder")
+    if path.exists() and path.stat().st_size:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                verdict = db.execute("pragma quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            verdict = str(error)
+        if verdict != "ok":
+            raise _storage_error(f"{path} is not a sound SQLite database ({verdict})",
+                                 "move it away (a search resumes from nothing else), or "
+                                 "give another file")  # fmt: skip
+
+
+def study_claim(spec: StudySpec, url: str, study_id: str, *, resume: bool) -> str:
+    """What the search may do with the Optuna study named after it in `url`: "load" it (a
+    resume), "create" it, or "replace" an earlier one of this same kdtune study (a fresh
+    start). Never another's: a study made by another kdtune study (another folder; its
+    STUDY_ID_ATTR differs) or not by kdtune at all is a ConfigError, as is a resume that
+    finds none. A resume whose folder has no id (`study_id` ""; begun by a kdtune older than
+    the id) loads a study without one."""
+    summaries = optuna.study.get_all_study_summaries(optuna.storages.RDBStorage(url),
+                                                     include_best_trial=False)  # fmt: skip
+    found = next((s for s in summaries if s.study_name == spec.name), None)
+    if found is None:
+        if resume:
+            raise _storage_error(f"{url} holds no Optuna study {spec.name!r} to resume "
+                                 "(was optuna.db replaced or deleted?)",
+                                 "put the study's own optuna.db back, or start the study anew "
+                                 "without --resume")  # fmt: skip
+        return "create"
+    maker = found.user_attrs.get(STUDY_ID_ATTR)
+    if maker == (study_id or None):
+        return "load" if resume else "replace"
+    whose = ("a study that kdtune did not make" if maker is None else
+             "another kdtune study's (same name, another folder)")  # fmt: skip
+    raise _storage_error(f"{url} holds an Optuna study {spec.name!r} with "
+                         f"{found.n_trials} trials, {whose}, which "
+                         f"this study {'cannot resume' if resume else 'would replace'}",
+                         "give this study another --name or --optuna-storage")  # fmt: skip
+
+
+def optuna_study(spec: StudySpec, storage_url: str, resume: bool, study_id: str = "") -> Any:
     """The search's Optuna study, named after the study, in `storage_url` (in memory if "").
-    A fresh start replaces a study of the same name there; --resume loads it."""
+    A fresh start replaces one that this same study made there; --resume loads it
+    (`study_claim` refuses every other case)."""
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
-    if storage is not None and not resume:
-        with contextlib.suppress(KeyError):  # none there yet
-            optuna.delete_study(study_name=spec.name, storage=storage)
+    claim = study_claim(spec, storage_url, study_id, resume=resume) if storage_url else "create"
+    if claim == "replace":
+        optuna.delete_study(study_name=spec.name, storage=storage)
     directions = ["maximize" if mode == "max" else "minimize" for _, mode in spec.objectives]
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
                                 sampler=make_sampler(spec), load_if_exists=True)  # fmt: skip
+    if study_id:
+        study.set_user_attr(STUDY_ID_ATTR, study_id)
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # labels with
         study.set_metric_names([metric for metric, _ in spec.objectives])
@@ -186,7 +297,8 @@ def grace_period(spec: StudySpec) -> float:
 
 
 def make_scheduler(spec: StudySpec) -> Any:
-    """MO-ASHA (kdtune.scheduler) for a search, None (Tune's FIFO) for a grid or when asked."""
+    """MO-ASHA (kdtune.scheduler) for a search, None (first in, first out: see
+    `runner.trials_config`) for a grid or when asked."""
     if not spec.early_stopping:
         return None
     from kdtune.scheduler import MultiObjectiveAsha
@@ -204,21 +316,19 @@ def rungs(spec: StudySpec) -> list[int]:
     return rung_epochs(grace_period(spec), spec.reduction_factor, spec.recipe.epochs)
 
 
-def _rebind_running(asked: dict[str, Any], study: Any) -> dict[str, Any]:
-    """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`;
-    the study's other RUNNING trials were asked after the last save by a driver that then died,
-    and no Tune trial will end them: they are told FAIL."""
-    running = {trial._trial_id: trial.number for trial in study.get_trials(
-        deepcopy=False, states=[optuna.trial.TrialState.RUNNING])}  # fmt: skip
+def _rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
+    """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`,
+    and the study's other RUNNING trials: asked after the last save by a driver that then died,
+    no Tune trial knows them. The next trials take them over, configurations and all, so that
+    the Optuna study holds one trial per Tune trial, as an uninterrupted search would."""
+    running = [trial._trial_id for trial in study.get_trials(
+        deepcopy=False, states=[optuna.trial.TrialState.RUNNING])]  # fmt: skip
     # a trial the driver told Optuna about after the last save, before it died, is ended in
     # the storage already: Optuna refuses to be told twice
     rebound = {tid: optuna.trial.Trial(study, trial._trial_id)
                for tid, trial in asked.items() if trial._trial_id in running}  # fmt: skip
     kept = {trial._trial_id for trial in rebound.values()}
-    for trial_id, number in running.items():
-        if trial_id not in kept:
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
-    return rebound
+    return rebound, [trial_id for trial_id in running if trial_id not in kept]
 
 
 RUNG_VALUES = "values_at_epoch_"  # + the rung epoch: an Optuna trial's objectives there
@@ -271,10 +381,12 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             self.space, self.study = space, study
             self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
             self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
+            self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
 
         def suggest(self, trial_id: str) -> dict[str, Any]:
             if trial_id not in self.asked:
-                self.asked[trial_id] = self.study.ask()
+                self.asked[trial_id] = (optuna.trial.Trial(self.study, self.unclaimed.pop(0))
+                                        if self.unclaimed else self.study.ask())  # fmt: skip
                 self.asked[trial_id].set_user_attr("tune_trial_id", trial_id)
             config = self.space(self.asked[trial_id])
             self.epochs[trial_id] = int(config.get("epochs", 0))
@@ -299,12 +411,15 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
                 pickle.dump(self.__dict__, handle)
 
         def restore(self, checkpoint_path: str) -> None:
-            """The state of the first launch, its running trials bound to this launch's study:
-            the pickled one names the storage where the study folder was then."""
+            """The state of the first launch, its running trials bound to this launch's study
+            (the pickled one names the storage where the study folder was then), its sampler
+            seeded anew (`resumed_seed`)."""
             with open(checkpoint_path, "rb") as handle:
                 state = pickle.load(handle)
-            self.__dict__.update(state, asked=_rebind_running(state["asked"], self.study),
-                                 study=self.study)  # fmt: skip
+            asked, unclaimed = _rebind_running(state["asked"], self.study)
+            self.__dict__.update(state, asked=asked, unclaimed=unclaimed, study=self.study)
+            spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
+            self.study.sampler = make_sampler(spec, resumed_seed(spec.seed, trials))
 
     return OptunaSearcher()
 

@@ -19,8 +19,9 @@ from ray import tune
 
 from kdtune import plots, results
 from kdtune.benchmark import pair_defaults, with_pair_defaults
-from kdtune.config import ConfigError, StudySpec
-from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, load_dataset
+from kdtune.callback import FINISHED_STATES
+from kdtune.config import ConfigError, StudySpec, resume_changes, spec_record
+from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, check_dataset_files, load_dataset
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
 from kdtune.importance import (
@@ -34,25 +35,32 @@ from kdtune.importance import (
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS, read_state_dict
-from kdtune.outcome import config_label, format_tables, view_link, write_outcome
+from kdtune.outcome import Outcome, config_label, format_tables, view_link, write_outcome
 from kdtune.reseed import rerun_front
 from kdtune.runner import (
     Log,
     OpenStudy,
     StudyResult,
+    can_resume,
+    check_local_resources,
     check_resources,
+    check_resumable,
     fit_trials,
     init_ray,
+    keep_study_file,
     on_cluster,
     on_study_device,
     open_study,
     prepare_storage,
     ship_by_value,
+    study_file,
+    study_identity,
     study_lock,
     trials_config,
 )
-from kdtune.scheduler import SCHEDULER_STATE, keep_state
+from kdtune.scheduler import SCHEDULER_STATE, check_state_file, keep_state
 from kdtune.search import (
+    check_optuna_storage,
     fixed_values,
     label_keys,
     make_scheduler,
@@ -60,6 +68,7 @@ from kdtune.search import (
     resolve,
     rungs,
     search_range,
+    study_claim,
 )
 from kdtune.storage import StudyStorage
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
@@ -244,15 +253,32 @@ def _trainable(spec: StudySpec, data: DatasetBundle, teacher: Teacher | None,
 def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device: str,
              question: str, log: Log) -> StudyResult:  # fmt: skip
     """One study (a search or a grid), without the seed check: every check that the input
-    allows runs before data, teacher or Ray; the study folder is held until the end."""
+    allows (spec, stores, study folder, resume, resources) runs before data, teacher or Ray;
+    the study folder is held until the end."""
     validate_spec(spec)
     if found := pair_defaults(spec):
         log(f"defaults of {spec.teacher} -> {spec.student} (official configs): "
             + ", ".join(f"{k} {v:g}" for k, v in found.items()))
         spec = with_pair_defaults(spec)
-    data = study_data(spec)
+    check_dataset_files(spec.dataset, spec.data_root, spec.download)
     storage, uri = prepare_storage(spec.storage_path, spec.name, tracking_uri, resume, log)
+    check_local_resources(spec.cpus_per_trial, spec.gpus_per_trial)
+    saved = study_file(storage)
+    if resume:
+        changes = resume_changes(saved["spec"], spec) if saved else ([], {})
+        check_resumable(storage, saved, changes, log)
+        spec = dataclasses.replace(spec, **changes[1])
+    if resume and spec.early_stopping:
+        check_state_file(storage.local_dir / SCHEDULER_STATE)
+    study_id = study_identity(saved, resume)
+    resuming = resume and can_resume(storage)  # else it starts, with what ran before replaced
+    if not spec.grid:
+        check_optuna_storage(optuna_url(spec, storage))
+        study_claim(spec, optuna_url(spec, storage), study_id, resume=resuming)
     with study_lock(storage.local_dir, spec.name):
+        if not resuming:
+            keep_study_file(storage, study_id, spec_record(spec))
+        data = study_data(spec)
         log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
             f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
         if not data.holdout:
@@ -268,17 +294,22 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
                            tracking_uri=uri, log=log)  # fmt: skip
         if not study.resumed:
             _record_start(study, spec, data, teacher)
-        return _fit_study(spec, study, data, teacher, logits, resume=resume, question=question,
-                          log=log)  # fmt: skip
+        return _fit_study(spec, study, data, teacher, logits, resume=resuming,
+                          study_id=study_id, question=question, log=log)  # fmt: skip
+
+
+def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
+    """Where the search keeps its Optuna study: --optuna-storage, else the study folder's."""
+    return spec.optuna_storage or f"sqlite:///{storage.local_dir / 'optuna.db'}"
 
 
 def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: Teacher | None,
-               logits: torch.Tensor | None, *, resume: bool, question: str,
+               logits: torch.Tensor | None, *, resume: bool, study_id: str, question: str,
                log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
-    optuna_url = spec.optuna_storage or f"sqlite:///{study.storage.local_dir / 'optuna.db'}"
-    tune_config = trials_config(make_searcher(spec, declarations, optuna_url, resume),
-                                spec.trial_count, spec.max_concurrent_trials,
+    url = optuna_url(spec, study.storage)
+    searcher = make_searcher(spec, declarations, url, resume, study_id)
+    tune_config = trials_config(searcher, spec.trial_count, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
         keep_state(spec.name, study.storage.local_dir / SCHEDULER_STATE)
@@ -289,20 +320,29 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
         log(note)
     objectives = [m for m, _ in spec.objectives]
     labels = label_keys(spec, declarations)
-    outcome = fit_trials(
-        study, spec.name, _trainable(spec, data, teacher, logits), tune_config, objectives,
-        resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
-        post_process=lambda trials: write_outcome(spec, trials, study.tracker, study.storage,
-                                                  declarations, labels, question),
-    )  # fmt: skip
-    log(format_tables(outcome.table, outcome.front, declarations,
-                      front_title=f"Pareto front over {objectives}"))  # fmt: skip
-    files = list(outcome.files)
-    if not spec.grid:
-        searched = load_study(optuna_url, spec.name)
+
+    def finish(trials: list[Any]) -> tuple[Outcome, list[Path]]:
+        """Everything the parent run holds at the end, before fit_trials marks it FINISHED (a
+        driver killed in here leaves it RUNNING, and --resume writes it all again)."""
+        outcome = write_outcome(spec, trials, study.tracker, study.storage, declarations,
+                                labels, question)  # fmt: skip
+        log(format_tables(outcome.table, outcome.front, declarations,
+                          front_title=f"Pareto front over {objectives}"))  # fmt: skip
+        files = list(outcome.files)
+        if spec.grid or len(trials) < spec.trial_count or any(
+                t.status not in FINISHED_STATES for t in trials):  # fmt: skip
+            return outcome, files  # an interrupted search: its importance comes with the rest
+        searched = load_study(url, spec.name)
         files += _importance(spec, searched, study, log)
         if spec.early_stopping:
             _early_stopping_report(spec, outcome.table.to_pylist(), searched, study, log)
+        return outcome, files
+
+    outcome, files = fit_trials(
+        study, spec.name, _trainable(spec, data, teacher, logits), tune_config, objectives,
+        resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
+        post_process=finish,
+    )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
                        teacher.metrics if teacher else {}, study.storage,
                        study.tracker.tracking_uri, study.tracker.experiment_id, files=files,

@@ -366,6 +366,23 @@ class StudyTracker:
         for run_id, on_front in flags.items():
             self.client.set_tag(run_id, "pareto", "true" if on_front else "false")
 
+    def close_abandoned(self, run_id: str) -> int:
+        """Mark KILLED a parent run of this experiment that a dead driver left RUNNING, and its
+        trials' runs still RUNNING; how many runs that closed (0: none to close)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return 0
+        if run.info.experiment_id != self.experiment_id or run.info.status != "RUNNING":
+            return 0
+        children = self.client.search_runs(
+            [self.experiment_id], max_results=50_000,
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = "
+                          "'RUNNING'")  # fmt: skip
+        for abandoned in [*children, run]:
+            self.client.set_terminated(abandoned.info.run_id, status="KILLED")
+        return 1 + len(children)
+
     def end_study(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status=status)

@@ -94,3 +94,20 @@ def test_trial_config_is_typed_by_the_declarations():
     assert switched.params["topk_scale"] is False
     with pytest.raises(ConfigError, match="seed: must be a whole number >= 0"):
         TrialConfig.from_dict({"method": "kd", "seed": -1}, declarations())
+
+
+def test_what_a_resume_may_change_of_its_spec():
+    """By hand: what the trials were drawn, trained or judged under is refused, field by field
+    in a recipe; what Tune keeps as first launched is named; where files go is free."""
+    import dataclasses
+
+    from kdtune.config import Recipe, StudySpec, resume_changes, spec_record
+
+    first = StudySpec(recipe=Recipe(epochs=9), num_samples=10)
+    saved = spec_record(first)
+    assert resume_changes(saved, first) == ([], {})
+    again = dataclasses.replace(first, recipe=Recipe(epochs=20, lr=0.1), grace_period=2,
+                                num_samples=20, storage_path="/elsewhere", cpus_per_trial=2)
+    refused, kept = resume_changes(saved, again)
+    assert refused == ["recipe.epochs: 9 -> 20", "recipe.lr: 0.05 -> 0.1", "grace_period: 0 -> 2"]
+    assert kept == {"num_samples": 10}

@@ -227,8 +227,8 @@ def test_a_corrupt_teacher_checkpoint_is_named_before_ray_starts(tmp_path):
 
 
 def test_resources_this_machine_cannot_give_are_an_input_error(ray_local, tmp_path):
-    """On a machine of its own (no autoscaler), a trial that asks for more than Ray has would
-    wait forever: one line instead, before the MLflow parent run is opened."""
+    """A trial that asks for more than Ray has would wait forever: one line instead, before the
+    MLflow parent run is opened (here Ray runs in this process, as on a cluster: Ray says)."""
     import dataclasses
 
     import studies.temperature_sweep as study
@@ -238,9 +238,23 @@ def test_resources_this_machine_cannot_give_are_an_input_error(ray_local, tmp_pa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(study.SMOKE, cpus_per_trial=64, storage_path=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="cpus_per_trial: a trial asks for 64 CPUs, but this "
-                                          "machine's Ray has 2"):  # fmt: skip
+                                          "machine has 2"):  # fmt: skip
         run_study(spec, tracking_uri=uri, log=lambda _: None)
     assert record(uri, spec.name)[0] == []
+
+
+def test_resources_a_lone_machine_cannot_give_are_refused_before_data_teacher_or_ray(tmp_path):
+    """Without a cluster, the machine's own CPUs and GPUs are counted before anything else:
+    the refusal once came after the teacher was trained and Ray had started."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for flag, message in (("--cpus-per-trial", "cpus_per_trial: a trial asks for 64 CPUs"),
+                          ("--gpus-per-trial", "gpus_per_trial: 64")):  # fmt: skip
+        began = time.monotonic()
+        done = run([*sweep(tmp_path, "greedy", uri), flag, "64"], tmp_path)
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stdout.strip() == ""
+        assert time.monotonic() - began < 30
+    assert not (tmp_path / "ray" / "teachers").exists()  # no teacher trained
 
 
 @pytest.mark.slow

@@ -66,6 +66,17 @@ def test_reports_batched_past_a_rung_are_judged_at_the_rungs_epoch():
     assert asha.recorded[2]["b"] == [0.5, 0.5]
 
 
+def test_a_trial_stopped_at_a_rung_stays_stopped_when_it_reports_that_rung_again():
+    """A trial restarted from its checkpoint after an interruption reports its rung again,
+    perhaps with other values: the decision taken before stands."""
+    asha = MultiObjectiveAsha("once", OBJECTIVES, max_epochs=4, grace_period=1,
+                              reduction_factor=2)  # fmt: skip
+    assert _judge(asha, "a", 0.9, 0.1) == "CONTINUE"
+    assert _judge(asha, "b", 0.8, 0.2) == "STOP"
+    assert _judge(asha, "b", 0.99, 0.01) == "STOP"  # would go on, were it judged anew
+    assert asha.recorded[1]["b"] == [0.8, 0.2]
+
+
 def test_the_rungs_survive_a_resume_through_the_state_file(tmp_path):
     straight = MultiObjectiveAsha("straight", OBJECTIVES, 4, 1, 2)
     keep_state("resumed", tmp_path / "scheduler_state.json")
@@ -150,7 +161,7 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     """A driver that dies after telling Optuna a trial ended, but before Tune saved the searcher,
     leaves that trial ended in optuna.db and running in the saved state: the resumed searcher
     must not tell it again (Optuna refuses), must still end the trials that are running, and
-    must FAIL the ones asked after the save, which no Tune trial will end."""
+    must hand the ones asked after the save, which no Tune trial knows, to its next trials."""
     import optuna
 
     import studies.temperature_sweep as study
@@ -163,7 +174,7 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     for trial_id in ("a", "b", "c"):
         first.suggest(trial_id)
     first.save(str(tmp_path / "searcher.pkl"))
-    first.suggest("d")  # asked after the save
+    asked_after_save = first.suggest("d")
     first.on_trial_complete("a", {"epoch": 2, "val_acc": 0.9, "val_ece": 0.05})
 
     second = make_searcher(spec, study_declarations(spec), url, resume=True)
@@ -171,9 +182,29 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     second.on_trial_complete("a", {"epoch": 2, "val_acc": 0.9, "val_ece": 0.05})  # no error
     second.on_trial_complete("b", {"epoch": 2, "val_acc": 0.8, "val_ece": 0.07})
     second.on_trial_complete("c", error=True)
+    assert second.suggest("e") == asked_after_save  # d's Optuna trial, under its new Tune id
     states = {t.user_attrs["tune_trial_id"]: t.state.name
               for t in optuna.load_study(study_name="resumed", storage=url).trials}  # fmt: skip
-    assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "FAIL", "d": "FAIL"}
+    assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "FAIL", "e": "RUNNING"}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2"])
+def test_a_resumed_search_draws_configurations_it_has_not_tried(sampler, tmp_path):
+    """Tune restores the searcher it pickled when the study began, its sampler as seeded then:
+    a search interrupted within its random start-up trials drew the same points again."""
+    import studies.temperature_sweep as study
+    from kdtune.search import make_searcher
+    from kdtune.study import study_declarations
+
+    spec = dataclasses.replace(study.SPEC, name="reseeded", sampler=sampler, num_samples=20)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = make_searcher(spec, study_declarations(spec), url)
+    configs = [first.suggest(str(number)) for number in range(3)]
+    first.save(str(tmp_path / "searcher.pkl"))
+    resumed = make_searcher(spec, study_declarations(spec), url, resume=True)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    configs += [resumed.suggest(str(number)) for number in range(3, 6)]
+    assert len({json.dumps(c, sort_keys=True) for c in configs}) == 6
 
 
 def test_what_optuna_is_told_of_a_finished_trial():
@@ -209,11 +240,13 @@ def test_the_searcher_survives_the_pickling_tune_and_resume_do(sampler, tmp_path
         searcher.on_trial_complete(str(number), {"epoch": 2, "val_acc": 0.5 + number / 20,
                                                  "val_ece": 0.1 - number / 100})  # fmt: skip
     copy = cloudpickle.loads(cloudpickle.dumps(searcher))
-    assert copy.suggest("6")["method"] in spec.methods  # asks the same stored study
+    asked_by_copy = copy.suggest("6")
+    assert asked_by_copy["method"] in spec.methods  # asks the same stored study
     searcher.save(str(tmp_path / "searcher.pkl"))
     resumed = make_searcher(spec, study_declarations(spec), url, resume=True)
     resumed.restore(str(tmp_path / "searcher.pkl"))
-    assert resumed.suggest("7")["method"] in spec.methods
+    # the copy's trial is in no saved state, as a dead driver's: the resumed searcher takes it
+    assert resumed.suggest("7") == asked_by_copy
+    assert resumed.suggest("8")["method"] in spec.methods
     states = [t.state.name for t in optuna.load_study(study_name=spec.name, storage=url).trials]
-    # the copy's trial is in no saved state: the resumed searcher ends it, as a dead driver's
-    assert states == ["COMPLETE"] * 6 + ["FAIL", "RUNNING"]
+    assert states == ["COMPLETE"] * 6 + ["RUNNING", "RUNNING"]
