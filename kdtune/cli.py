@@ -10,13 +10,14 @@ import argparse
 import dataclasses
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from kdtune.config import (
     PROTOCOLS,
@@ -65,6 +66,21 @@ def float_list(text: str) -> tuple[float, ...]:
 def int_list(text: str) -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2)."""
     return _number_list(int, text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming it and what it takes, as every other bad
+    input is, instead of the whole usage above argparse's message (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        flag, sep, why = message.partition(": ")
+        if sep and flag.startswith("argument "):
+            flags = flag.removeprefix("argument ").split("/")
+            kind = re.match(r"invalid (int|float) value: (.*)", why)
+            if kind:
+                why = f"give a {'whole number' if kind[1] == 'int' else 'number'}, got {kind[2]}"
+            message = f"{flags[-1] if flags[-1].startswith('--') else flags[0]}: {why}"
+        raise fail(f"{message} (--help lists the flags)")
 
 
 @dataclass(frozen=True)
@@ -316,9 +332,8 @@ def run_study_script(
     """The whole `main` of a study script: parse flags, run, then the study's own `report`
     (tables and figures beyond the Pareto front) on the final spec and result; bad input exits
     with status 2."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_flags(parser, spec, smoke)
     args = parser.parse_args(argv)
 
@@ -470,7 +485,7 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kdtune", description=__doc__)
+    parser = OneLineParser(prog="kdtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a study from a TOML spec file")
     run.add_argument("spec", help="TOML file with StudySpec fields (see README)")

@@ -83,7 +83,9 @@ class HParam:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
             value
         ):
-            raise ConfigError(f"{field}: must be {self.valid_text()}, got {value!r}")
+            valid = self.valid_text()  # "> 0" alone reads as a comparison, not a kind of value
+            shown = valid if "number" in valid else f"a number {valid}"
+            raise ConfigError(f"{field}: must be {shown}, got {value!r}")
         if self.kind is int and value != int(value):
             raise ConfigError(f"{field}: must be {self.valid_text()}, got {value!r}")
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)

@@ -534,8 +534,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict in a checkpoint file: a bare one, the "model" entry of mdistiller's and
     RepDistiller's (`{"model", "best_acc", "epoch", "optimizer"}`) or the "state_dict" entry of
     kdtune's teacher cache; a DataParallel save's "module." prefix removed."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ConfigError(f"teacher checkpoint {path} does not exist")
+    if not Path(path).is_file():
+        kind = "a folder" if Path(path).is_dir() else "not a regular file (a pipe or a device?)"
+        raise ConfigError(f"teacher checkpoint {path} is {kind}; give the checkpoint file "
+                          "itself")  # fmt: skip
     saved = load_file(path, "it is not a PyTorch checkpoint of weights, or it is corrupt")
     if isinstance(saved, Mapping):
         for entry in ("model", "state_dict"):
@@ -548,6 +552,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         found = sorted(map(str, saved))[:5] if isinstance(saved, Mapping) else type(saved).__name__
         raise ConfigError(f"teacher checkpoint {path} holds no state dict (tensors by name, or "
                           f"a 'model' entry of them); found {found}")  # fmt: skip
+    broken = [key for key, value in saved.items()
+              if value.is_floating_point() and not bool(torch.isfinite(value).all())]  # fmt: skip
+    if broken:
+        raise ConfigError(f"teacher checkpoint {path}: the teacher's weights are not finite (NaN "
+                          f"or inf in {len(broken)} tensors, first {broken[0]!r}); give the file "
+                          "of a teacher that trained without diverging")  # fmt: skip
     if all(key.startswith("module.") for key in saved):
         return {key.removeprefix("module."): value for key, value in saved.items()}
     return dict(saved)

@@ -38,6 +38,15 @@ BAD_FLAGS = [
     (["--reduction-factor", "1"], "reduction_factor: must be > 1"),
     (["--grace-period", "-1"], "grace_period: must be a whole number of epochs >= 0"),
     (["--objectives", "val_acc:max,test_ece_ts:min"], "use --scheduler fifo"),
+    # argparse's own errors: one line naming the flag, not the 26 lines of usage above them
+    (["--grace-period", "1e9"], "--grace-period: give a whole number, got '1e9'"),
+    (["--grace-period", "nan"], "--grace-period: give a whole number, got 'nan'"),
+    (["--grace-period", "1000000000"], "grace_period: MO-ASHA's rungs end at epochs"),
+    (["--scheduler", "bogus"], "--scheduler: invalid choice: 'bogus' (choose from 'auto'"),
+    (["--sampler", "bogus"], "--sampler: invalid choice: 'bogus' (choose from 'tpe'"),
+    (["--fixed", "T"], "--fixed: 'T': write NAME=VALUE"),
+    (["--fixed", "kd.temperature=abc"], "fixed.kd.temperature: must be a number > 0, got 'abc'"),
+    (["--reduction-factor", "-2"], "reduction_factor: must be > 1"),
 ]
 
 # Each case runs the study script as `python studies/temperature_sweep.py --smoke-test FLAGS`
@@ -82,6 +91,7 @@ def test_study_script_rejects_bad_flags(bad_flag_runs, case, field):
     run = bad_flag_runs[case]
     assert run["code"] == 2, run["stderr"]
     assert field in run["stderr"] and "Traceback" not in run["stderr"]
+    assert len(run["stderr"].strip().splitlines()) == 1, run["stderr"]
     assert not run["ray"] and run["wrote"] == []
 
 
@@ -126,3 +136,21 @@ def test_kdtune_dashboard_names_what_is_missing(tmp_path):
     out = _run(["-m", "kdtune.cli", "dashboard", str(tmp_path)], tmp_path)
     assert out.returncode == 2 and "study: no optuna.db in" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_see_them_command_survives_a_store_path_with_spaces(tmp_path):
+    """The printed command, pasted into a shell, reaches the store it names."""
+    import shlex
+
+    import pyarrow as pa
+
+    from kdtune.runner import StudyResult, closing_lines
+    from kdtune.storage import StudyStorage
+
+    uri = f"sqlite:///{tmp_path / 'my studies' / 'mlflow.db'}"
+    empty = pa.table({"trial_id": pa.array([], pa.string())})
+    result = StudyResult(empty, empty, tmp_path, "run", {}, StudyStorage.of(str(tmp_path), "s"),
+                         uri, "1")  # fmt: skip
+    line = next(line for line in closing_lines(result).splitlines() if "kdtune ui" in line)
+    words = shlex.split(line.removeprefix("See them:").split("   then open")[0])
+    assert words == ["kdtune", "ui", "--tracking-uri", uri]

@@ -82,3 +82,24 @@ def test_a_checkpoint_that_cannot_serve_is_refused_by_validation(tmp_path, check
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match=message):
         validate_spec(_spec(tmp_path, tmp_path / checkpoint, **changes))
+
+
+def test_a_checkpoint_that_is_no_file_or_holds_nan_weights_is_named_by_validation(tmp_path):
+    """A folder or a pipe once read "does not exist"; NaN weights once failed far inside the
+    teacher's measurement (`bincount only supports ... non-negative`)."""
+    import os
+
+    from kdtune.study import validate_spec
+
+    diverged = build_model("cnn", 10, (1, 8, 8))
+    with torch.no_grad():
+        next(iter(diverged.parameters())).fill_(float("nan"))
+    _save_mdistiller_checkpoint(diverged, tmp_path / "diverged.pth")
+    (tmp_path / "folder.pth").mkdir()
+    os.mkfifo(tmp_path / "pipe.pth")
+    for name, message in (("folder.pth", "folder.pth is a folder; give the checkpoint file"),
+                          ("pipe.pth", "pipe.pth is not a regular file"),
+                          ("diverged.pth", r"the teacher's weights are not finite \(NaN or inf "
+                                           r"in 1 tensors, first '[\w.]+'\)")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            validate_spec(_spec(tmp_path, tmp_path / name))
