@@ -17,6 +17,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -128,6 +129,30 @@ def check_store(tracking_uri: str | None) -> str:
                               "sqlite:///FILE.db, an empty folder or an http(s):// "
                               "server") from None  # fmt: skip
     return uri
+
+
+def check_existing_store(tracking_uri: str) -> str:
+    """check_store for a store to serve (`kdtune ui`): MLflow would create a missing one empty,
+    without a word, and show nothing."""
+    if tracking_uri.startswith(("http://", "https://")):
+        raise ConfigError(f"tracking_uri: {tracking_uri} is a server already: open it in a "
+                          "browser; kdtune ui serves a store, e.g. sqlite:///FILE.db")
+    path = local_store_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise ConfigError(f"tracking_uri: no MLflow store at {path.absolute()}; give "
+                          "--tracking-uri the store of a study (its last printed line names it; "
+                          "by default mlflow.db in the folder the study ran from)")  # fmt: skip
+    return check_store(tracking_uri)
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder of a local store (sqlite:///FILE, file:///FOLDER, a plain path);
+    None for a server or a database elsewhere."""
+    if uri.startswith("sqlite:"):
+        return sqlite_path(uri)
+    if uri.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
 
 
 def _check_sqlite_store(path: Path, uri: str) -> None:
