@@ -451,6 +451,7 @@ def _dashboard(args: argparse.Namespace) -> None:
     if target.is_dir() and not (target / "optuna.db").exists():
         raise fail(f"study: no optuna.db in {str(target)!r}; give a search's study folder "
                    "(ray_results/NAME) or its Optuna storage URL")  # fmt: skip
+    check_port(args.host, args.port)
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise fail("optuna-dashboard is not installed: pip install 'kdtune[dashboard]' "
                    "(or pip install optuna-dashboard)")  # fmt: skip

@@ -94,6 +94,18 @@ def test_a_store_that_does_not_exist_is_named_not_created(tmp_path, given):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dashboard_checks_its_port_as_ui_does(tmp_path):
+    (tmp_path / "optuna.db").touch()
+    out = kdtune("dashboard", str(tmp_path), "--port", "0", cwd=tmp_path)
+    assert_one_line(out, "port: 0 is not a TCP port", 0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = kdtune("dashboard", str(tmp_path), "--port", str(port), cwd=tmp_path)
+        assert_one_line(out, f"port: {port} on 127.0.0.1 is in use", port)
+
+
 def test_mlflow_dying_before_it_answers_is_one_line_with_its_last_words(tmp_path, capsys):
     from kdtune.cli import _wait_until_serving
 
