@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import os
 import re
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -460,6 +466,7 @@ def _dashboard(args: argparse.Namespace) -> None:
     if target.is_dir() and not (target / "optuna.db").exists():
         raise fail(f"study: no optuna.db in {str(target)!r}; give a search's study folder "
                    "(ray_results/NAME) or its Optuna storage URL")  # fmt: skip
+    check_port(args.host, args.port)
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise fail("optuna-dashboard is not installed: pip install 'kdtune[dashboard]' "
                    "(or pip install optuna-dashboard)")  # fmt: skip
@@ -470,18 +477,135 @@ def _dashboard(args: argparse.Namespace) -> None:
     os.execvp(command[0], command)
 
 
+UI_START_TIMEOUT_S = 180.0  # MLflow's UI took a minute to answer on a busy 2-core machine
+# the server runs on this machine: an http_proxy of the environment must not be asked for it
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def check_port(host: str, port: int) -> None:
+    """A server's port, checked before the server starts: MLflow's own answer to a port in use
+    is a line after which it keeps running, and to one out of range a traceback."""
+    if not 1 <= port <= 65535:
+        raise fail(f"port: {port} is not a TCP port; give one in 1-65535, e.g. --port 5000")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise fail(f"host: cannot resolve {host!r} ({error.strerror}); give an address of this "
+                   "machine, e.g. 127.0.0.1") from None  # fmt: skip
+    with socket.socket(family, kind, proto) as probe:
+        # as the servers bind: a port whose last connections are closing (TIME_WAIT) is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise fail(f"port: {port} on {host} is in use (another kdtune ui?); give another "
+                           "--port, or stop what listens there") from None  # fmt: skip
+            raise fail(f"host: cannot listen on {host} ({error.strerror}); give an address of "
+                       "this machine, e.g. 127.0.0.1") from None  # fmt: skip
+
+
 def _ui(args: argparse.Namespace) -> None:
+    """The MLflow UI on a store that exists, said to serve once it answers, stopped with all of
+    its processes (uvicorn's workers, MLflow's job runner) however kdtune ui ends."""
+    check_port(args.host, args.port)
     uri = (
         args.tracking_uri
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     )
+
+    def check() -> None:
+        from kdtune.tracking import check_existing_store
+
+        check_existing_store(uri)
+
+    guarded(check)
     # the mlflow of this interpreter, whether or not its venv is activated
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", uri]  # fmt: skip
-    print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops); open "
-          f"http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning")
-    os.execvp(command[0], command)
+    url = f"http://{_url_host(args.host)}:{args.port}"
+    handle, log = tempfile.mkstemp(prefix="kdtune-ui-", suffix=".log")
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # a scheduler, a closed terminal: as Ctrl-C
+        signal.signal(stop, _interrupt)
+    # its own process group, so that stopping it stops every process it started
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        os.close(handle)
+        _wait_until_serving(server, url, log)
+        print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops; MLflow's "
+              f"log: {log}); open {url}/#/experiments?workflowType=machine_learning", flush=True)
+        code = server.wait()
+        raise _server_failed(f"MLflow's UI ended (exit status {code})", log)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(server)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _url_host(host: str) -> str:
+    """Where this machine reaches a server listening on `host`."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait_until_serving(server: subprocess.Popen, url: str, log: str) -> None:
+    deadline = time.monotonic() + UI_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise _server_failed(f"MLflow's UI ended (exit status {server.returncode}) before "
+                                 f"it answered on {url}", log)  # fmt: skip
+        try:
+            with _DIRECT.open(f"{url}/health", timeout=2):
+                return
+        except OSError:  # not listening yet, or not ready to answer
+            time.sleep(0.5)
+    raise _server_failed(f"MLflow's UI did not answer on {url} within {UI_START_TIMEOUT_S:.0f} s",
+                         log)  # fmt: skip
+
+
+def _server_failed(what: str, log: str) -> SystemExit:
+    """One line: what happened, MLflow's last words and where the rest of them are; status 1."""
+    try:
+        lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines()]
+    except OSError:
+        lines = []
+    last = next((line for line in reversed(lines) if line), "")
+    said = f": {last[:300]}" if last else ""
+    print(f"kdtune: error: {what}{said} (MLflow's log: {log})", file=sys.stderr)
+    return SystemExit(1)
+
+
+def _stop_group(server: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left after `grace_s`."""
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C waits too
+        signal.signal(stop, signal.SIG_IGN)
+    for stop, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(server.pid, stop)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while _group_alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(server):
+            break
+    server.wait()
+
+
+def _group_alive(server: subprocess.Popen) -> bool:
+    server.poll()  # reaps the leader once it has ended
+    try:
+        os.killpg(server.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> None:

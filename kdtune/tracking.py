@@ -9,14 +9,17 @@ working folder), so `mlflow ui` started there shows the study.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import tempfile
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +115,44 @@ def check_store(tracking_uri: str | None) -> str:
                               "start it (`kdtune ui` serves this folder's store) or give "
                               "another --tracking-uri") from None  # fmt: skip
         return uri
-    if uri.startswith("sqlite:///"):
-        _check_sqlite_store(Path(uri.removeprefix("sqlite:///")), uri)
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as error:  # an unknown scheme, a corrupt file, a foreign database...
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise ConfigError(f"tracking_uri: cannot use the MLflow store {uri} "
-                          f"({type(error).__name__}: {first}); give an MLflow sqlite:///FILE.db, "
-                          "an empty folder or an http(s):// server") from None  # fmt: skip
+    # under the lock, so as not to read a store another process is creating
+    with _store_lock(uri):
+        path = sqlite_path(uri)
+        if path is not None:
+            _check_sqlite_store(path, uri)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as error:  # an unknown scheme, a corrupt file, a foreign database...
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            raise ConfigError(f"tracking_uri: cannot use the MLflow store {uri} "
+                              f"({type(error).__name__}: {first}); give an MLflow "
+                              "sqlite:///FILE.db, an empty folder or an http(s):// "
+                              "server") from None  # fmt: skip
     return uri
+
+
+def check_existing_store(tracking_uri: str) -> str:
+    """check_store for a store to serve (`kdtune ui`): MLflow would create a missing one empty,
+    without a word, and show nothing."""
+    if tracking_uri.startswith(("http://", "https://")):
+        raise ConfigError(f"tracking_uri: {tracking_uri} is a server already: open it in a "
+                          "browser; kdtune ui serves a store, e.g. sqlite:///FILE.db")
+    path = local_store_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise ConfigError(f"tracking_uri: no MLflow store at {path.absolute()}; give "
+                          "--tracking-uri the store of a study (its last printed line names it; "
+                          "by default mlflow.db in the folder the study ran from)")  # fmt: skip
+    return check_store(tracking_uri)
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder of a local store (sqlite:///FILE, file:///FOLDER, a plain path);
+    None for a server or a database elsewhere."""
+    if uri.startswith("sqlite:"):
+        return sqlite_path(uri)
+    if uri.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
 
 
 def _check_sqlite_store(path: Path, uri: str) -> None:
@@ -142,10 +173,45 @@ def _check_sqlite_store(path: Path, uri: str) -> None:
                           f"{shown}), not an MLflow store; give another file") from None
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///FILE` URI (relative to the working folder, or absolute with four
+    slashes); None for any other URI and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Held while a process first opens a sqlite store: MLflow creates and migrates a new or
+    older store on first use, and two processes doing it at once collide (`duplicate column
+    name`, `Online migration expected to match one row`). A lock file beside the store
+    (FILE.lock), released by the OS however the process ends."""
+    path = sqlite_path(uri)
+    try:
+        handle = open(f"{path}.lock", "a") if path is not None else None  # noqa: SIM115
+    except OSError:  # no folder there, or not writable: MLflow names the problem itself
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def open_client(uri: str) -> MlflowClient:
+    """An MlflowClient of `uri`: building one builds the store (MLflow keeps one per URI and
+    process), so it is built under the store's lock."""
+    with _store_lock(uri):
+        return MlflowClient(uri)
+
+
 class StudyTracker:
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
             experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
@@ -164,9 +230,9 @@ class StudyTracker:
     @classmethod
     def of_run(cls, tracking_uri: str, parent_run_id: str) -> StudyTracker:
         """The tracker of an existing study, to add outputs to its parent run afterwards."""
-        client = MlflowClient(tracking_uri)
-        experiment_id = client.get_run(parent_run_id).info.experiment_id
-        tracker = cls(client.get_experiment(experiment_id).name, tracking_uri)
+        store = open_client(tracking_uri)
+        experiment_id = store.get_run(parent_run_id).info.experiment_id
+        tracker = cls(store.get_experiment(experiment_id).name, tracking_uri)
         tracker.parent_run_id = parent_run_id
         return tracker
 
