@@ -1,5 +1,6 @@
 """The learning-curve blackbox: the lookup against a hand-made table (log-scale distances, one
-method never answering for another, seeds and their mean by hand, errors naming the field)."""
+method never answering for another, seeds and their mean by hand, errors naming the field), and
+the builder's --quick run end to end, resumed, through kdtune's own trial code."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ RECIPE = {
 # final val_acc per seed; the curve rises to it linearly
 KD_FINALS = {0: (1.5, 0.5, [0.80, 0.82, 0.84]), 1: (7.5, 0.5, [0.90, 0.93, 0.99])}
 MIXUP_FINALS = {7: (4.0, 0.5, 1.0, [0.10, 0.11, 0.12])}
+
+
+@pytest.fixture
+def one_thread():
+    """Training as the builder does, on one thread; the session's setting restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _rows(method: str, config: int, values: dict[str, float], finals: list[float]) -> list[dict]:
@@ -131,3 +143,70 @@ def test_holdout_predictions_never_see_the_configuration_they_predict(table_path
     # two configurations, each predicted from the other alone
     np.testing.assert_allclose(measured, [0.82, 0.94])
     np.testing.assert_allclose(predicted, [0.94, 0.82])
+
+
+def test_test_every_epoch_adds_test_curves_and_leaves_training_as_it_was(digits, tmp_path,
+                                                                         one_thread):
+    from kdtune.config import Recipe
+    from kdtune.teacher import get_teacher
+    from kdtune.trainable import TrialContext, run_trial
+
+    teacher = get_teacher(digits, "cnn", Recipe(epochs=1), seed=0, cache_dir=tmp_path,
+                          log=lambda _: None)  # fmt: skip
+    config = {"method": "mixup_kd", "epochs": 2, "seed": 3}
+    plain: list[dict] = []
+    with_test: list[dict] = []
+    for reports, test_every_epoch in ((plain, False), (with_test, True)):
+        context = TrialContext(data=digits, teacher=teacher, student_model="mlp", device="cpu",
+                               test_every_epoch=test_every_epoch)  # fmt: skip
+        run_trial(config, context, lambda m, s, reports=reports: reports.append(m))
+    assert "test_acc" not in plain[0] and 0 < with_test[0]["test_acc"] <= 1
+    assert [r["val_nll"] for r in plain] == [r["val_nll"] for r in with_test]
+    assert plain[-1]["test_acc"] == with_test[-1]["test_acc"]
+
+
+def _build(out: Path, configs: int, capsys) -> str:
+    from bench.blackbox import main
+
+    main(["--quick", "--configs", str(configs), "--seeds", "2", "--epochs", "2", "--out", str(out)])
+    return capsys.readouterr().out
+
+
+def test_quick_build_trains_resumes_and_is_looked_up(tmp_path, capsys, one_thread):
+    out = tmp_path / "box" / "digits.parquet"
+    first = _build(out, 2, capsys)  # one configuration per method, 2 seeds
+    assert "0 trainings held, 4 to run" in first
+    second = _build(out, 4, capsys)  # a larger build extends it, skipping what it holds
+    assert "4 trainings held, 4 to run" in second and "Fidelity" in second
+    table = pq.read_table(out)
+    keys = list(zip(*(table.column(k).to_pylist() for k in ("method", "config", "seed", "epoch"))))
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2 * 2  # methods x configs x seeds x epochs
+    assert all(v is not None for v in table.column("test_acc").to_pylist())  # every epoch
+    recipe = json.loads(table.schema.metadata[METADATA_KEY])
+    assert recipe["epochs"] == 2 and recipe["seeds"] == [0, 1] and recipe["git_commit"]
+    assert recipe["study"]["student"] == "mlp" and recipe["kdtune_version"]
+    assert {a["name"]: a["log"] for a in recipe["space"]["mixup_kd"]} == {
+        "temperature": True, "w_ce": False, "w_kd": False, "alpha": True}
+    # the record goes beside a file that is not the shipped one, never to bench/results
+    assert (out.parent / "blackbox-quick-cpu.json").exists()
+    assert not (ROOT / "bench" / "results" / "blackbox-quick-cpu.json").exists()
+    box = Blackbox.load(out)
+    mixup = box.tables["mixup_kd"]
+    query = {axis.name: float(v) for axis, v in zip(mixup.axes, mixup.values[1])}
+    found = box.query("mixup_kd", query, np.random.default_rng(0))
+    assert found.distance == 0 and len(found.curve["val_acc"]) == 2
+
+
+def test_sobol_points_are_a_prefix_and_uniform_in_log_space_where_declared():
+    from bench.blackbox import sobol_points
+
+    axes = RECIPE["space"]["mixup_kd"]
+    many = sobol_points(axes, 256, seed=0, stream=1)
+    assert sobol_points(axes, 20, seed=0, stream=1) == many[:20]  # a larger build extends
+    assert sobol_points(axes, 20, seed=0, stream=0) != many[:20]  # each method its own stream
+    temperature = np.array([p["temperature"] for p in many])
+    w_ce = np.array([p["w_ce"] for p in many])
+    assert temperature.min() >= 1 and temperature.max() <= 16
+    # half below the log-scale midpoint (4 = sqrt(1 * 16)), not below the linear one (8.5)
+    assert np.mean(temperature < 4.0) == pytest.approx(0.5, abs=0.02)
+    assert np.mean(w_ce < 0.5) == pytest.approx(0.5, abs=0.02)
