@@ -24,10 +24,12 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_result(name: str, device: torch.device, payload: dict[str, Any]) -> Path:
-    """bench/results/NAME-{cpu|gpu}.json, with the device and the time of the run."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}.json"
+def write_result(name: str, device: torch.device, payload: dict[str, Any],
+                 folder: Path = RESULTS) -> Path:  # fmt: skip
+    """bench/results/NAME-{cpu|gpu}.json (or in `folder`), with the device and the time of the
+    run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}.json"
     record = {
         "benchmark": name,
         "device": device_name(device),

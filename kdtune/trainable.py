@@ -54,6 +54,9 @@ class TrialContext:
     # epochs reported at once, batching or not: where the scheduler judges trials (its rungs)
     report_epochs: frozenset[int] = frozenset()
     teacher_logits: Tensor | None = None  # the teacher on each training sample, if cached
+    # also evaluate the test split after every epoch (a study does only after the last, so that
+    # nothing selects on test; bench/blackbox.py records whole test curves)
+    test_every_epoch: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -154,6 +157,9 @@ def run_trial(
             result.update(final_metrics(student, teacher_model, data, trial.recipe.precision))
             if not data.holdout:  # what most benchmark tables report: selected on test
                 result[BEST_ON_TEST] = best_on_test[0]
+        elif context.test_every_epoch and data.holdout:
+            logits = predict(student, data.test.x, data.normalize, precision=trial.recipe.precision)
+            result.update(prefixed("test", metrics.evaluate(logits, data.test.y)))
         due = last or time.monotonic() - checkpointed[0] >= context.checkpoint_interval_s
         if due:
             checkpointed[0] = time.monotonic()
