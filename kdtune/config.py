@@ -309,12 +309,6 @@ class StudySpec:
         ):
             raise ConfigError(f"reduction_factor: must be > 1 (a rung keeps 1/reduction_factor "
                               f"of its trials), got {self.reduction_factor}")  # fmt: skip
-        last_rung = self.recipe.epochs / self.reduction_factor
-        if self.early_stopping and self.grace_period > last_rung:
-            raise ConfigError(f"grace_period: MO-ASHA's rungs end at epochs / reduction_factor "
-                              f"= {last_rung:g}, so {self.grace_period} leaves it none; give at "
-                              f"most {math.floor(last_rung)} (0 = auto), or --scheduler "
-                              "fifo")  # fmt: skip
         _check_choice("sampler", self.sampler, ("tpe", "gp", "nsga2"))
         _check_choice("importance_evaluator", self.importance_evaluator, ("ped_anova", "fanova"))
         if self.reference_point and len(self.reference_point) != len(self.objectives):

@@ -178,6 +178,7 @@ def resumed_seed(seed: int, trials_so_far: int) -> int:
 
 
 OPTUNA_TABLES = frozenset(("studies", "trials", "version_info"))
+PIP_NAMES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary"}  # module -> its package
 STUDY_ID_ATTR = "kdtune.study_id"  # on an Optuna study: which kdtune study made it
 
 
@@ -207,8 +208,9 @@ def check_optuna_storage(url: str) -> None:
         raise _storage_error(f"{url}: no database driver for {parsed.drivername!r}",
                              "give a sqlite:///, postgresql:// or mysql:// URL") from None
     except ModuleNotFoundError as error:
-        raise _storage_error(f"{url} needs the Python package {error.name!r}, which is not "
-                             "installed", f"pip install {error.name}") from None  # fmt: skip
+        package = PIP_NAMES.get(str(error.name), error.name)
+        raise _storage_error(f"{url} needs the Python module {error.name!r}, which is not "
+                             "installed", f"pip install {package}") from None  # fmt: skip
     try:
         with engine.connect():
             tables = set(sqlalchemy.inspect(engine).get_table_names())

@@ -62,6 +62,7 @@ from kdtune.scheduler import SCHEDULER_STATE, check_state_file, keep_state
 from kdtune.search import (
     check_optuna_storage,
     fixed_values,
+    grace_period,
     label_keys,
     make_scheduler,
     make_searcher,
@@ -314,7 +315,9 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
     if spec.early_stopping:
         keep_state(spec.name, study.storage.local_dir / SCHEDULER_STATE)
         log(f"study: MO-ASHA judges trials at epochs {rungs(spec)} and lets on the best "
-            f"1/{spec.reduction_factor:g} at each")  # fmt: skip
+            f"1/{spec.reduction_factor:g} at each" if rungs(spec) else "study: MO-ASHA has no "
+            f"rung below epochs / reduction_factor = {spec.recipe.epochs / spec.reduction_factor:g}"
+            f" (grace period {grace_period(spec):g}): every trial runs its whole budget")
     log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
     for note in warmup_notes(spec, declarations):
         log(note)

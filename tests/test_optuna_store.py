@@ -45,6 +45,8 @@ def _broken_optuna_stores(tmp_path) -> list[tuple[str, str]]:
         ("sqlite//no-colon", "is not a database URL"),
         ("foo://x/y", "no database driver for 'foo'"),
         ("postgresql+nosuchdriver://user@127.0.0.1:9/db", "no database driver"),
+        # without its driver here (with it: nothing listens on port 9, "cannot open")
+        ("postgresql://user@127.0.0.1:9/db", "postgresql://user@127.0.0.1:9/db "),
         (f"sqlite:///{tmp_path / 'missing' / 'optuna.db'}", "does not exist"),
         (f"sqlite:///{truncated}", "is not a sound SQLite database"),
         (f"sqlite:///{corrupt}", "is not a sound SQLite database"),
