@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -392,8 +393,17 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
                                                            ("dataset", "teacher", "student")):
         log(f"simulate: the study names {spec.dataset}, {spec.teacher} -> {spec.student}; the "
             "replayed curves are the blackbox's, only the set-up is the study's")
+    started = ray.is_initialized()
     init_ray(log, gpus=spec.gpus_per_trial * spec.max_concurrent_trials)
-    check_resources(SIMULATED_CPUS, spec.gpus_per_trial, log)
+    try:
+        check_resources(SIMULATED_CPUS, spec.gpus_per_trial, log)
+    except ConfigError as error:
+        if not started:
+            raise
+        raise ConfigError(f"simulate: this process started Ray before the study, without the "
+                          f"GPUs the simulation declares ({error}); run the study in a process "
+                          "of its own (the study script), or ray.init(num_gpus=...) with "
+                          "enough") from None  # fmt: skip
     opened = open_study(spec.name, storage, study_params(spec), resume=resume,
                         tracking_uri=tracking_uri, log=log)  # fmt: skip
     context = SimulatedContext(

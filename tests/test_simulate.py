@@ -245,3 +245,14 @@ def test_a_spec_files_simulate_must_be_a_path_and_its_epoch_a_duration():
         StudySpec.from_dict({"simulate": 3})
     with pytest.raises(ConfigError, match=r"^simulate_epoch_s: must be >= 0"):
         StudySpec.from_dict({"simulate_epoch_s": -0.1})
+
+
+def test_a_simulation_where_ray_runs_without_gpus_says_so(ray_local, tmp_path, blackbox_file):
+    from kdtune.config import ConfigError, StudySpec
+    from kdtune.study import run_study
+
+    spec = StudySpec(name="no-gpus", simulate=str(blackbox_file), gpus_per_trial=1,
+                     max_concurrent_trials=4, recipe=Recipe(epochs=EPOCHS),
+                     storage_path=str(tmp_path / "ray"))  # fmt: skip
+    with pytest.raises(ConfigError, match="^simulate: this process started Ray before the study"):
+        run_study(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda _: None)
