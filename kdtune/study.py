@@ -209,18 +209,16 @@ def simulated_blackbox(spec: StudySpec) -> Blackbox:
         if metric not in box.metrics:
             raise ConfigError(f"simulate: {spec.simulate} has no {metric} (objectives); choose "
                               "objectives among its val_* and test_* metrics")  # fmt: skip
+    declarations = study_declarations(spec)
     try:
-        for point in _corners(spec) + grid_points(spec, study_declarations(spec)):
-            box.true_curve(point["method"], {k: v for k, v in point.items()
-                                             if k in _hparam_names(spec, point["method"])})
+        for point in _corners(spec) + grid_points(spec, declarations):
+            names = {h.name for h in declarations[str(point["method"])]}
+            box.true_curve(str(point["method"]),
+                           {k: v for k, v in point.items() if k in names})  # fmt: skip
     except ConfigError as error:
         raise ConfigError(f"simulate: {spec.simulate} cannot answer for this study: {error}; "
                           "search and fix only what it measured") from None  # fmt: skip
     return box
-
-
-def _hparam_names(spec: StudySpec, method: str) -> set[str]:
-    return {h.name for h in METHODS[method].hparams}
 
 
 def _corners(spec: StudySpec) -> list[dict[str, Any]]:
