@@ -137,7 +137,8 @@ def simulated_study(tmp_path_factory, blackbox_file):
 def test_a_simulated_study_runs_on_declared_gpus_and_records_every_trial(simulated_study):
     out = simulated_study["out"]
     assert "simulate: replaying" in out and "no training" in out
-    assert f", {AT_ONCE} GPUs" in out.splitlines()[1]  # "ray: 2 CPUs, 16 GPUs"
+    assert any(line.startswith("ray: ") and line.endswith(f" CPUs, {AT_ONCE} GPUs")
+               for line in out.splitlines())  # the GPUs declared, none on this machine
     rows = pq.read_table(simulated_study["folder"] / "results.parquet").to_pylist()
     assert len(rows) == TRIALS
     assert {r["status"] for r in rows} <= {"TERMINATED", "STOPPED"}
