@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 
 from kdtune.config import ConfigError
 
+# the blackbox kdtune ships (the default study's space), beside the code, whatever the cwd
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "bench" / "blackbox" / "digits.parquet"
 METADATA_KEY = b"kdtune.blackbox"  # the recipe, as JSON, in the Parquet schema's metadata
 KEYS = ("method", "config", "seed", "epoch")
 # what makes a run complete: the metric every epoch reports

@@ -22,8 +22,8 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
 from kdtune.hparams import format_value
+from kdtune.simulate import EPOCH_HISTORY
 from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
-from kdtune.trainable import EPOCH_HISTORY
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
 TUNE_KEYS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag",

@@ -141,6 +141,8 @@ FLAGS = (
          "unless flags say otherwise, test_* objectives)", PROTOCOLS),
     Flag("--seed", "seed", int, "seeds the data split, the teacher, the trials and the sampler"),
     Flag("--storage", "storage_path", str, "Ray results, checkpoints, cached teachers"),
+    Flag("--simulate-epoch-s", "simulate_epoch_s", float,
+         "with --simulate: the seconds that stand for one replayed epoch"),
 )  # fmt: skip
 
 
@@ -199,10 +201,15 @@ def _search_ranges(text: str) -> dict[str, tuple[float, float]]:
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: StudySpec) -> None:
     """Every flag defaults to "not given" (None): a flag that is given wins over the study's
     values and the smoke test's alike; the help shows what applies when it is not."""
+    from kdtune.blackbox import DEFAULT_PATH
     from kdtune.methods import METHODS, cacheable_methods
     from kdtune.models import MODELS
 
     add = parser.add_argument
+    add("--simulate", nargs="?", const=str(DEFAULT_PATH), default=None, metavar="BLACKBOX",
+        help="replay a learning-curve blackbox instead of training, to try the study's set-up "
+             "(concurrency, GPUs per trial declared to Ray, MLflow, progress) in minutes: "
+             f"no data, teacher or GPU is touched (default file: {DEFAULT_PATH}; README)")
     add("--smoke-test", action="store_true", help="a few seconds of training, 2 trials (CI)")
     add("--resume", action="store_true", help="continue an interrupted study of the same --name")
     add("--verbose", action="store_true",
@@ -283,6 +290,8 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
     for name in ("download", "cache_teacher_logits"):
         if getattr(args, name):
             changes[name] = True
+    if args.simulate is not None:
+        changes["simulate"] = args.simulate
     if args.fixed is not None:
         changes["fixed"] = {**base.fixed, **args.fixed}
     if args.search is not None:

@@ -253,6 +253,11 @@ class StudySpec:
     # "search" or "cifar_benchmark" (PROTOCOLS above); in a spec file or with --protocol, the
     # benchmark's protocol also makes `benchmark_recipe` the recipes' defaults
     protocol: str = "search"
+    # A learning-curve blackbox (bench/blackbox.py) to replay instead of training: every trial
+    # reports the curve measured for its configuration, one epoch per `simulate_epoch_s`, and no
+    # data, teacher or GPU is touched ("" = train for real). A test of a study's set-up.
+    simulate: str = ""
+    simulate_epoch_s: float = 0.1  # the sleep that stands for one simulated epoch
 
     def __post_init__(self) -> None:
         if self.name in ("", ".", "..") or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -268,7 +273,7 @@ class StudySpec:
             _check_number(name, getattr(self, name), whole=True)
         _check_number("cpus_per_trial", self.cpus_per_trial, positive=True)
         for name in ("gpus_per_trial", "checkpoint_interval_s", "report_interval_s",
-                     "max_failures", "seed"):  # fmt: skip
+                     "max_failures", "seed", "simulate_epoch_s"):  # fmt: skip
             _check_number(name, getattr(self, name))
         self._check_objectives()
         self._check_grid()
@@ -393,7 +398,8 @@ class StudySpec:
 KEPT_ON_RESUME = ("num_samples", "max_concurrent_trials")
 FREE_ON_RESUME = ("name", "storage_path", "data_root", "download", "cpus_per_trial",
                   "gpus_per_trial", "max_failures", "checkpoint_interval_s",
-                  "report_interval_s", "importance_evaluator", "reseed")  # fmt: skip
+                  "report_interval_s", "importance_evaluator", "reseed",
+                  "simulate_epoch_s")  # fmt: skip
 
 
 def spec_record(spec: StudySpec) -> dict[str, Any]:
@@ -407,6 +413,8 @@ def resume_changes(saved: Mapping[str, Any],
     "field: first -> now", and the first launch's values of the settings it keeps although
     asked for others)."""
     now = spec_record(spec)
+    # a field that the first launch's record lacks came with a later kdtune: it ran at its default
+    saved = {**spec_record(StudySpec()), **saved}
     changed = [key for key in now if key not in FREE_ON_RESUME and saved.get(key) != now[key]]
     refused = [change for key in changed if key not in KEPT_ON_RESUME
                for change in _changes(key, saved.get(key), now[key])]  # fmt: skip
@@ -425,11 +433,11 @@ _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("name", "dataset", "data_root", "teacher", "student", "storage_path",
                      "scheduler", "sampler", "optuna_storage", "importance_evaluator",
-                     "protocol", "teacher_checkpoint"), (str,)),
+                     "protocol", "teacher_checkpoint", "simulate"), (str,)),
     **dict.fromkeys(("num_samples", "max_concurrent_trials", "seed", "max_failures",
                      "grace_period"), (int,)),
     **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "checkpoint_interval_s",
-                     "report_interval_s", "reduction_factor"), _NUMBER),
+                     "report_interval_s", "reduction_factor", "simulate_epoch_s"), _NUMBER),
     **dict.fromkeys(("download", "cache_teacher_logits"), (bool,)),
 }
 _RECIPE_TYPES: dict[str, tuple[type, ...]] = {

@@ -244,8 +244,13 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
                              "|---" * (len(metrics) + 1) + "|",
                              *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
     names = [f"`{path.name}`" for path in files]
+    simulated = [f"**Simulated**: no training; every trial replayed the curve measured for its "
+                 f"configuration in the blackbox `{spec.simulate}` (its `simulated_config` and "
+                 "`simulated_seed`), so no teacher and no reliability diagrams. A test of the "
+                 "study's set-up, not a result."] if spec.simulate else []  # fmt: skip
     return "\n\n".join([
         f"### {question or spec.name}",
+        *simulated,
         f"{table.num_rows} trials ({finished} finished) of {', '.join(spec.methods)}: "
         f"{spec.teacher} distilled into {spec.student} on {spec.dataset}, "
         f"{spec.recipe.epochs} epochs each. Objectives: {goals}.",

@@ -12,6 +12,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -43,9 +44,9 @@ from kdtune.callback import (
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
 from kdtune.search import points_searcher, quiet_optuna
+from kdtune.simulate import EPOCH_HISTORY
 from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, check_store, choose_store
-from kdtune.trainable import EPOCH_HISTORY
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 STUDY_FILE = "study.json"  # the study's id and the spec of its first launch
@@ -138,8 +139,9 @@ def _autoscaling() -> bool:
     return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
 
 
-def init_ray(log: Log) -> None:
-    """Start (or join) Ray, unless this process has already."""
+def init_ray(log: Log, gpus: float = 0.0) -> None:
+    """Start (or join) Ray, unless this process has already. `gpus`: logical GPUs a Ray started
+    here declares (a simulated study's; a cluster, or a Ray already running, has its own)."""
     import ray
 
     if ray.is_initialized():
@@ -149,7 +151,9 @@ def init_ray(log: Log) -> None:
                  logging_level=_RAY_LOG_LEVEL)  # fmt: skip
     else:
         # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=_RAY_LOG_LEVEL)
+        declared = {"num_gpus": math.ceil(gpus)} if gpus and not _autoscaling() else {}
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=_RAY_LOG_LEVEL,
+                 **declared)  # fmt: skip
     resources = ray.cluster_resources()
     log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from kdtune import plots, results
 from kdtune.benchmark import pair_defaults, with_pair_defaults
+from kdtune.blackbox import Blackbox
 from kdtune.callback import FINISHED_STATES
 from kdtune.config import ConfigError, StudySpec, resume_changes, spec_record
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, check_dataset_files, load_dataset
@@ -63,6 +65,7 @@ from kdtune.search import (
     check_optuna_storage,
     fixed_values,
     grace_period,
+    grid_points,
     label_keys,
     make_scheduler,
     make_searcher,
@@ -71,6 +74,7 @@ from kdtune.search import (
     search_range,
     study_claim,
 )
+from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
 from kdtune.storage import StudyStorage
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
@@ -166,11 +170,73 @@ def validate_spec(spec: StudySpec) -> None:
                               "drop it, or add a distillation method")  # fmt: skip
         read_state_dict(spec.teacher_checkpoint)  # whether it fits needs the data: see _teacher
     _check_hparam_values(spec, declarations)
+    if spec.simulate:
+        simulated_blackbox(spec)
+        return  # a simulation touches no GPU: the GPUs it asks for are declared to Ray
     if spec.gpus_per_trial > 0 and not on_cluster() and not torch.cuda.is_available():
         raise ConfigError(
             f"gpus_per_trial: {spec.gpus_per_trial} asked, but this machine has no "
             "CUDA GPU; use --gpus-per-trial 0 or run on a GPU cluster"
         )
+
+
+def simulated_blackbox(spec: StudySpec) -> Blackbox:
+    """The blackbox `spec.simulate` names, checked to answer for every trial the study can
+    draw: its methods, its epochs, its objectives, and each method's hyperparameters (searched
+    ranges inside the measured ones, fixed values at those the blackbox held); else one
+    ConfigError naming `simulate`."""
+    path = Path(spec.simulate)
+    if not path.is_file():
+        raise ConfigError(f"simulate: no file {spec.simulate!r}; give a blackbox built by "
+                          "`python -m bench.blackbox`, or --simulate alone for the shipped one")
+    try:
+        box = Blackbox.load(path)
+    except ConfigError as error:
+        raise ConfigError(f"simulate: {error}") from None
+    except Exception as error:  # not Parquet, or damaged
+        raise ConfigError(f"simulate: cannot read {spec.simulate!r} as a blackbox "
+                          f"({type(error).__name__}); give a file built by bench/blackbox.py"
+                          ) from None
+    missing = [m for m in spec.methods if m not in box.methods]
+    if missing:
+        measured = ", ".join(box.methods) or "no complete run"
+        raise ConfigError(f"simulate: {spec.simulate} measured {measured}, not "
+                          f"{', '.join(missing)}; choose --methods among them")  # fmt: skip
+    if spec.recipe.epochs != box.recipe["epochs"]:
+        raise ConfigError(f"simulate: {spec.simulate} holds {box.recipe['epochs']}-epoch "
+                          f"trainings, the study trains {spec.recipe.epochs} (recipe.epochs); "
+                          f"use --epochs {box.recipe['epochs']}")  # fmt: skip
+    for metric, _ in spec.objectives:
+        if metric not in box.metrics:
+            raise ConfigError(f"simulate: {spec.simulate} has no {metric} (objectives); choose "
+                              "objectives among its val_* and test_* metrics")  # fmt: skip
+    declarations = study_declarations(spec)
+    try:
+        for point in _corners(spec) + grid_points(spec, declarations):
+            names = {h.name for h in declarations[str(point["method"])]}
+            box.true_curve(str(point["method"]),
+                           {k: v for k, v in point.items() if k in names})  # fmt: skip
+    except ConfigError as error:
+        raise ConfigError(f"simulate: {spec.simulate} cannot answer for this study: {error}; "
+                          "search and fix only what it measured") from None  # fmt: skip
+    return box
+
+
+def _corners(spec: StudySpec) -> list[dict[str, Any]]:
+    """For each method of a search, the ends of its searched ranges (each in turn, the others at
+    their fixed or default values): the extremes of what the search can draw."""
+    if spec.grid:
+        return []
+    corners = []
+    for method, hparams in study_declarations(spec).items():
+        base = {"method": method, **{h.name: h.default for h in hparams},
+                **fixed_values(spec, method, hparams)}  # fmt: skip
+        corners.append(base)
+        for hparam in hparams:
+            bounds = search_range(spec, method, hparam)
+            for value in bounds or ():
+                corners.append({**base, hparam.name: value})
+    return corners
 
 
 def study_teacher(spec: StudySpec, device: str = "cpu") -> tuple[DatasetBundle, torch.nn.Module]:
@@ -210,6 +276,8 @@ def study_params(spec: StudySpec) -> dict[str, Any]:
         del values["data_root"], values["download"]
     if spec.teacher_checkpoint:
         del values["teacher_recipe"]
+    if not spec.simulate:
+        del values["simulate"], values["simulate_epoch_s"]
     return {key: value for key, value in values.items() if value not in ((), [], {})}
 
 
@@ -261,9 +329,11 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
         log(f"defaults of {spec.teacher} -> {spec.student} (official configs): "
             + ", ".join(f"{k} {v:g}" for k, v in found.items()))
         spec = with_pair_defaults(spec)
-    check_dataset_files(spec.dataset, spec.data_root, spec.download)
+    if not spec.simulate:  # a simulation loads no data and asks the machine for no GPU
+        check_dataset_files(spec.dataset, spec.data_root, spec.download)
     storage, uri = prepare_storage(spec.storage_path, spec.name, tracking_uri, resume, log)
-    check_local_resources(spec.cpus_per_trial, spec.gpus_per_trial)
+    if not spec.simulate:
+        check_local_resources(spec.cpus_per_trial, spec.gpus_per_trial)
     saved = study_file(storage)
     if resume:
         changes = resume_changes(saved["spec"], spec) if saved else ([], {})
@@ -279,6 +349,10 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
     with study_lock(storage.local_dir, spec.name):
         if not resuming:
             keep_study_file(storage, study_id, spec_record(spec))
+        if spec.simulate:
+            return _simulated_study(spec, storage, resume=resume, resuming=resuming,
+                                    tracking_uri=uri, study_id=study_id, question=question,
+                                    log=log)  # fmt: skip
         data = study_data(spec)
         log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
             f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
@@ -295,8 +369,51 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
                            tracking_uri=uri, log=log)  # fmt: skip
         if not study.resumed:
             _record_start(study, spec, data, teacher)
-        return _fit_study(spec, study, data, teacher, logits, resume=resuming,
+        return _fit_study(spec, study, _trainable(spec, data, teacher, logits),
+                          teacher.metrics if teacher else {}, resume=resuming,
                           study_id=study_id, question=question, log=log)  # fmt: skip
+
+
+def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, resuming: bool,
+                     tracking_uri: str, study_id: str, question: str,
+                     log: Log) -> StudyResult:  # fmt: skip
+    """The study on the blackbox `spec.simulate`: no data, no teacher, trials that replay its
+    curves. A local Ray is started with the GPUs the study asks for declared (logical: Ray
+    grants them, nothing uses them), so that `--gpus-per-trial 1 --max-concurrent-trials 64`
+    runs here as on a 64-GPU cluster; the machine's own CUDA check is skipped on purpose
+    (validate_spec, check_local_resources), Ray's (check_resources) still runs."""
+    box = simulated_blackbox(spec)
+    study = box.recipe.get("study", {})
+    configs = sum(len(box.table(m).configs) for m in spec.methods)
+    log(f"simulate: replaying {spec.simulate} ({configs} configurations of "
+        f"{len(spec.methods)} methods, {study.get('dataset', '?')}, {study.get('student', '?')} "
+        f"student); no training")  # fmt: skip
+    if (spec.dataset, spec.teacher, spec.student) != tuple(study.get(k) for k in
+                                                           ("dataset", "teacher", "student")):
+        log(f"simulate: the study names {spec.dataset}, {spec.teacher} -> {spec.student}; the "
+            "replayed curves are the blackbox's, only the set-up is the study's")
+    started = ray.is_initialized()
+    init_ray(log, gpus=spec.gpus_per_trial * spec.max_concurrent_trials)
+    try:
+        check_resources(SIMULATED_CPUS, spec.gpus_per_trial, log)
+    except ConfigError as error:
+        if not started:
+            raise
+        raise ConfigError(f"simulate: this process started Ray before the study, without the "
+                          f"GPUs the simulation declares ({error}); run the study in a process "
+                          "of its own (the study script), or ray.init(num_gpus=...) with "
+                          "enough") from None  # fmt: skip
+    opened = open_study(spec.name, storage, study_params(spec), resume=resume,
+                        tracking_uri=tracking_uri, log=log)  # fmt: skip
+    context = SimulatedContext(
+        blackbox=box, declarations=study_declarations(spec), epoch_s=spec.simulate_epoch_s,
+        checkpoint_interval_s=spec.checkpoint_interval_s,
+        report_interval_s=spec.report_interval_s, report_epochs=frozenset(rungs(spec)),
+    )  # fmt: skip
+    trainable = tune.with_resources(tune.with_parameters(simulated_trainable, context=context),
+                                    {"cpu": SIMULATED_CPUS, "gpu": spec.gpus_per_trial})
+    return _fit_study(spec, opened, trainable, {}, resume=resuming, study_id=study_id,
+                      question=question, log=log)  # fmt: skip
 
 
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
@@ -304,9 +421,9 @@ def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
     return spec.optuna_storage or f"sqlite:///{storage.local_dir / 'optuna.db'}"
 
 
-def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: Teacher | None,
-               logits: torch.Tensor | None, *, resume: bool, study_id: str, question: str,
-               log: Log) -> StudyResult:  # fmt: skip
+def _fit_study(spec: StudySpec, study: OpenStudy, trainable: Any,
+               teacher_metrics: Mapping[str, float], *, resume: bool, study_id: str,
+               question: str, log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
     url = optuna_url(spec, study.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
@@ -342,12 +459,12 @@ def _fit_study(spec: StudySpec, study: OpenStudy, data: DatasetBundle, teacher: 
         return outcome, files
 
     outcome, files = fit_trials(
-        study, spec.name, _trainable(spec, data, teacher, logits), tune_config, objectives,
+        study, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=finish,
     )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
-                       teacher.metrics if teacher else {}, study.storage,
+                       dict(teacher_metrics), study.storage,
                        study.tracker.tracking_uri, study.tracker.experiment_id, files=files,
                        link=view_link(study.tracker.experiment_id))  # fmt: skip
 

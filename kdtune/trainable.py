@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +25,12 @@ from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
 from kdtune.methods import METHODS, Method
 from kdtune.models import build_model
+from kdtune.simulate import tune_reporter
 from kdtune.teacher import Teacher
 
 # metrics, then the resumable training state (None when nothing to checkpoint)
 Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 CHECKPOINT_FILE = "state.pt"
-EPOCH_HISTORY = "epoch_history"  # a report's earlier, batched epochs (JSON list of metrics)
 # The benchmark protocol's "best epoch" accuracy: the maximum of the per-epoch test accuracies,
 # what most CIFAR-100 KD tables report; its name says the epoch was selected on the test set.
 BEST_ON_TEST = "test_acc_best_epoch_selected_on_test"
@@ -177,7 +176,6 @@ def run_trial(
 
 def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune entry point: restore the last checkpoint if Tune restarted us, then train."""
-    import ray
     from ray import tune
 
     torch.set_num_threads(context.threads)
@@ -189,27 +187,10 @@ def tune_trainable(config: dict[str, Any], context: TrialContext) -> None:
                 Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
             )
 
-    node_id = ray.get_runtime_context().get_node_id()
-    held: list[dict[str, Any]] = []  # epochs not sent yet
-    sent = [time.monotonic()]
+    def save(state: dict[str, Any], folder: Path) -> None:
+        torch.save(state, folder / CHECKPOINT_FILE)
 
-    def report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
-        result = {**result, "node_id": node_id}  # where it ran: a cluster is audited by node
-        waiting = result.get("epoch") not in context.report_epochs
-        if state is None and waiting and time.monotonic() - sent[0] < context.report_interval_s:
-            held.append(result)
-            return
-        if held:  # the driver logs these to MLflow before `result`, each at its own epoch
-            result[EPOCH_HISTORY] = json.dumps(held)
-            held.clear()
-        sent[0] = time.monotonic()
-        if state is None:
-            tune.report(result)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
-
+    report = tune_reporter(context.report_epochs, context.report_interval_s, save)
     run_trial(config, context, report, resume)
 
 

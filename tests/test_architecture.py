@@ -11,13 +11,14 @@ LAYERS = [
     {"config", "hparams", "atomic", "storage", "benchmark"},
     {"losses", "metrics", "pareto", "results", "plots", "blackbox"},
     {"data", "augment", "models"},
-    {"methods", "engine", "teacher", "selfdistill", "trainable"},
+    {"methods", "engine", "teacher", "selfdistill", "trainable", "simulate"},
     {"tracking", "callback"},
     {"search", "scheduler", "importance", "runner", "outcome", "reseed", "study"},
     {"cli"},
 ]
 OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
-          "ray": {"trainable", "callback", "search", "scheduler", "runner", "study"}}  # fmt: skip
+          "ray": {"trainable", "simulate", "callback", "search", "scheduler", "runner",
+                  "study"}}  # fmt: skip
 
 
 def _layer(module: str) -> int:
