@@ -91,38 +91,3 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "complete old content"
     assert [p.name for p in tmp_path.iterdir()] == ["results.txt"]  # no temp file left behind
-
-
-@pytest.mark.slow
-def test_kdtune_ui_serves_the_store_on_loopback_only(tmp_path):
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    import psutil
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "kdtune.cli", "ui", "--port", str(port), "--tracking-uri", uri]
-    server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    try:
-        status = None
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
-                    status = reply.status
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert status == 200
-        tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-        listening = {c.laddr.ip for p in tree for c in p.net_connections("inet")
-                     if c.status == psutil.CONN_LISTEN}  # fmt: skip
-        assert listening == {"127.0.0.1"}
-    finally:
-        os.killpg(server.pid, 9)

@@ -150,6 +150,9 @@ def test_ui_says_serving_once_it_answers_and_stops_whole(tmp_path, stop):
             assert f'"experiment_id": "{experiment}"' in answer.read().decode()
         started = psutil.Process(ui.pid).children(recursive=True)
         assert started and processes_naming(port)
+        listening = {c.laddr.ip for p in started for c in p.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN}  # fmt: skip
+        assert listening == {"127.0.0.1"}  # nothing listens beyond loopback unless asked
         ui.send_signal(stop)
         assert ui.wait(timeout=30) == 0, ui.stderr.read()
     finally:
