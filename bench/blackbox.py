@@ -306,15 +306,16 @@ def print_fidelity(found: Mapping[str, Any]) -> None:
     print(table(rows))
 
 
-def report(path: Path, folds: int, results: Path, name: str, extra: Mapping[str, Any]) -> None:
+def report(path: Path, folds: int, results: Path, quick: bool, extra: Mapping[str, Any]) -> None:
     found = fidelity(path, folds)
     print_fidelity(found)
     recipe = read_recipe(path)
-    record = write_result(name, torch.device("cpu"), {
+    record = write_result("blackbox", torch.device("cpu"), {
         "file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
         "size_bytes": path.stat().st_size, "rows": pq.read_metadata(path).num_rows,
         "build_seconds": recipe.get("build_seconds"), "epochs": recipe["epochs"],
-        "git_commit": recipe["git_commit"], **extra, **found}, folder=results)  # fmt: skip
+        "git_commit": recipe["git_commit"], **extra, **found},
+        quick=quick, folder=results)  # fmt: skip
     print(f"wrote {record}")
 
 
@@ -341,9 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = (args.out or (QUICK_OUT if args.quick else OUT)).resolve()
     # only the shipped file's record goes to bench/results/; any other goes beside its file
     results = RESULTS if out == OUT else out.parent
-    name = "blackbox-quick" if args.quick else "blackbox"
     if args.fidelity:
-        report(out, args.folds, results, name, {})
+        report(out, args.folds, results, args.quick, {})
         return {}
     torch.set_num_threads(1)
     base = study.SMOKE if args.quick else study.SPEC
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall = time.perf_counter() - began
     print(f"blackbox: {out} ({out.stat().st_size / 1e6:.2f} MB), this session {_minutes(wall)}, "
           f"all trainings {_minutes(recipe['build_seconds'])}")  # fmt: skip
-    report(out, args.folds, results, name, {"session_wall_s": wall})
+    report(out, args.folds, results, args.quick, {"session_wall_s": wall})
     return recipe
 
 

@@ -24,20 +24,26 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_result(name: str, device: torch.device, payload: dict[str, Any],
+def write_result(name: str, device: torch.device, payload: dict[str, Any], *, quick: bool,
                  folder: Path = RESULTS) -> Path:  # fmt: skip
     """bench/results/NAME-{cpu|gpu}.json (or in `folder`), with the device and the time of the
-    run."""
+    run; a --quick run's goes to NAME-{cpu|gpu}-quick.json, so that a quick check never
+    replaces the full run's measured record."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}.json"
+    path = folder / result_name(name, device, quick)
     record = {
         "benchmark": name,
+        "quick": quick,
         "device": device_name(device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         **payload,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def result_name(name: str, device: torch.device, quick: bool) -> str:
+    return f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}{'-quick' if quick else ''}.json"
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fraction_of_peak": floor_s / epoch_s,
         "ratio": ratio,
     }
-    print(f"wrote {write_result('epoch_floor', device, payload)}")
+    print(f"wrote {write_result('epoch_floor', device, payload, quick=args.quick)}")
     return payload
 
 

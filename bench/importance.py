@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"planted hyperparameter ranked first: PED-ANOVA / fANOVA = {ratio:.2f}x")
     path = write_result("importance", torch.device("cpu"), {
         "seeds": len(seeds), "trials": list(sizes), "ratio": ratio,
-        "hit_rate": {f"{e}@{n}": v for (e, n), v in measured.items()}})  # fmt: skip
+        "hit_rate": {f"{e}@{n}": v for (e, n), v in measured.items()}},
+        quick=args.quick)  # fmt: skip
     print(f"wrote {path}")
     return {"ratio": ratio, "hit_rate": measured}
 

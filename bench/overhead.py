@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"run_study / plain loop = {payload['ratio']:.2f}x "
         f"({payload['ratio_with_ray_start']:.2f}x with Ray's start)"
     )
-    print(f"wrote {write_result('overhead', torch.device('cpu'), payload)}")
+    print(f"wrote {write_result('overhead', torch.device('cpu'), payload, quick=args.quick)}")
     return payload
 
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rates": {str(k): r for k, r in rates.items()},
         "ratio": ratio,
     }
-    print(f"wrote {write_result('packing', device, payload)}")
+    print(f"wrote {write_result('packing', device, payload, quick=args.quick)}")
     return payload
 
 

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = write_result("samplers", torch.device("cpu"), {
         "seeds": args.seeds, "trials": args.trials, "counts": counts, "best": best,
         "runner_up": runner_up, "ratio": ratio, "reference_point": list(spec.reference_point),
-        "hypervolume": found})  # fmt: skip
+        "hypervolume": found}, quick=args.quick)  # fmt: skip
     print(f"wrote {path}")
     return {"best": best, "ratio": ratio, "hypervolume": found}
 

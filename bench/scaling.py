@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         "trials_per_hour": {str(c): r for c, r in rates.items()},
         "ratio": ratio,
     }
-    print(f"wrote {write_result('scaling', torch.device('cpu'), payload)}")
+    print(f"wrote {write_result('scaling', torch.device('cpu'), payload, quick=args.quick)}")
     return payload
 
 

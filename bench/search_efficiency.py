@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fifo_seconds": seconds_budget,
         "to_share": {f"{s:.2f}": {"moasha": _finite(m), "fifo": _finite(f)}
                      for s, (m, f) in partial.items()},
-        **replayed, "figure": figure.name, "curves": curves})  # fmt: skip
+        **replayed, "figure": figure.name, "curves": curves}, quick=args.quick)  # fmt: skip
     print(f"wrote {path} and {figure}")
     return {"ratio": fraction, "per_seed": per_seed}
 

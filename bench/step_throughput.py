@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_s": rates,
         "ratio": ratio,
     }
-    print(f"wrote {write_result('step_throughput', device, payload)}")
+    print(f"wrote {write_result('step_throughput', device, payload, quick=args.quick)}")
     return payload
 
 
