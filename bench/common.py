@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import time
@@ -44,6 +45,11 @@ def write_result(name: str, device: torch.device, payload: dict[str, Any], *, qu
 
 def result_name(name: str, device: torch.device, quick: bool) -> str:
     return f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}{'-quick' if quick else ''}.json"
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: None for "never reached"."""
+    return value if math.isfinite(value) else None
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

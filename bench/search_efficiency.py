@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bench.common import RESULTS, table, write_result
+from bench.common import RESULTS, finite_or_none, table, write_result
 from kdtune.config import StudySpec
 from kdtune.pareto import hypervolume_2d
 
@@ -227,11 +227,6 @@ def fraction_to_reach(curves: Sequence[Curve], target: float, budget: float) -> 
     return float(reached[0] / budget) if len(reached) else float("inf")
 
 
-def _finite(value: float) -> float | None:
-    """JSON has no infinity: None for "never reached"."""
-    return value if np.isfinite(value) else None
-
-
 def plot(fifo: Sequence[Curve], moasha: Sequence[Curve], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -295,7 +290,7 @@ def replays(fifo: Sequence[Curve], spec: StudySpec) -> dict:
                          f"{np.median(reached):.2f}x (median)" if reached else "-",
                          f"{kept:.3f}", f"{spent:.2f}x"))  # fmt: skip
             found.append({"rungs": rungs(schedule), "perfect": perfect,
-                          "per_seed": [_finite(x) for x in shares], "share_kept": kept,
+                          "per_seed": [finite_or_none(x) for x in shares], "share_kept": kept,
                           "spent": spent})  # fmt: skip
     print("MO-ASHA replayed over each seed's FIFO trials, one at a time, in FIFO's order:")
     print(table(rows))
@@ -339,6 +334,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-retest", dest="retest", action="store_false",
                         help="skip training FIFO's configurations a second time, with another "
                              "seed (it costs one more FIFO search per seed)")
+    parser.add_argument("--blackbox", nargs="?", const=True, default=None, metavar="FILE",
+                        help="measure on the learning-curve blackbox (default: the shipped "
+                             "digits one) over --seeds seeds, against each search's true "
+                             "hypervolume (bench/blackbox_efficiency.py), instead of real runs")
     args = parser.parse_args(argv)
     import ray
 
@@ -349,6 +348,10 @@ def main(argv: list[str] | None = None) -> dict:
         key: value for key, value in (("grace_period", args.grace_period),
                                       ("reduction_factor", args.reduction_factor))
         if value is not None})  # fmt: skip
+    if args.blackbox:
+        from bench import blackbox_efficiency
+
+        return blackbox_efficiency.main(args, spec)
     if args.quick:
         args.seeds, args.trials, args.moasha_trials, spec = 1, 6, 12, quick_spec(spec)
     set_verbosity(False)
@@ -415,9 +418,9 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": args.seeds, "fifo_trials": args.trials, "moasha_trials": args.moasha_trials,
         "epochs": spec.recipe.epochs, "reference_point": list(spec.reference_point),
         "ratio": fraction if reached else moasha_spent, "reached": reached,
-        "per_seed": [_finite(p) for p in per_seed],
+        "per_seed": [finite_or_none(p) for p in per_seed],
         "fifo_seconds": seconds_budget,
-        "to_share": {f"{s:.2f}": {"moasha": _finite(m), "fifo": _finite(f)}
+        "to_share": {f"{s:.2f}": {"moasha": finite_or_none(m), "fifo": finite_or_none(f)}
                      for s, (m, f) in partial.items()},
         **replayed, "figure": figure.name, "curves": curves}, quick=args.quick)  # fmt: skip
     print(f"wrote {path} and {figure}")
