@@ -17,15 +17,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "name", ["step_throughput", "overhead", "scaling", "epoch_floor", "packing", "importance",
-             "samplers", "search_efficiency"]
+    "module, flags, name",
+    [(name, [], name) for name in ("step_throughput", "overhead", "scaling", "epoch_floor",
+                                   "packing", "importance", "samplers", "search_efficiency",
+                                   "concurrency")]
+    + [("search_efficiency", ["--blackbox"], "search_efficiency_blackbox")],
 )
-def test_quick_benchmark_runs_and_records_its_ratio(name, tmp_path):
+def test_quick_benchmark_runs_and_records_its_ratio(module, flags, name, tmp_path):
     env = {**os.environ, "KDTUNE_BENCH_RESULTS": str(tmp_path)}
     full = tmp_path / f"{name}-cpu.json"  # a full run's record, which a quick one must not touch
     full.write_text('{"benchmark": "the full run"}\n')
-    out = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", f"bench.{module}", "--quick", *flags], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"= \d+\.\d\dx", out.stdout)
     record = json.loads((tmp_path / f"{name}-cpu-quick.json").read_text())
