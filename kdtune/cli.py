@@ -1,5 +1,6 @@
-"""Command line: `kdtune run|pareto|methods|ui` and the flags every study script shares.
-No logic here.
+"""kdtune's command line: run a study from a spec file, print a finished study's trials and
+front, list the methods, and browse a study in the MLflow UI or optuna-dashboard (on
+127.0.0.1 unless --host says otherwise). Every study script takes the same flags.
 
 Bad input exits with status 2 and one line naming the field, before Ray starts.
 """
@@ -198,6 +199,14 @@ def _search_ranges(text: str) -> dict[str, tuple[float, float]]:
     return ranges
 
 
+RESUME_HELP = ("continue an interrupted study of the same --name from its study folder: its "
+               "finished trials are kept, its search goes on where it stopped (README, 'What "
+               "survives what')")  # fmt: skip
+VERBOSE_HELP = "also show Ray's, Tune's, MLflow's and Optuna's own messages"
+TRACKING_URI_HELP = ("the MLflow store to record into (default: $MLFLOW_TRACKING_URI, else "
+                     "sqlite:///mlflow.db in the working folder)")  # fmt: skip
+
+
 def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: StudySpec) -> None:
     """Every flag defaults to "not given" (None): a flag that is given wins over the study's
     values and the smoke test's alike; the help shows what applies when it is not."""
@@ -211,9 +220,8 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: Stu
              "(concurrency, GPUs per trial declared to Ray, MLflow, progress) in minutes: "
              f"no data, teacher or GPU is touched (default file: {DEFAULT_PATH}; README)")
     add("--smoke-test", action="store_true", help="a few seconds of training, 2 trials (CI)")
-    add("--resume", action="store_true", help="continue an interrupted study of the same --name")
-    add("--verbose", action="store_true",
-        help="also show Ray's, Tune's, MLflow's and Optuna's own messages")
+    add("--resume", action="store_true", help=RESUME_HELP)
+    add("--verbose", action="store_true", help=VERBOSE_HELP)
     for flag in FLAGS:
         extra = f"; one of {', '.join(MODELS)}" if flag.dest in ("teacher", "student") else ""
         add(flag.flag, type=flag.kind, default=None, choices=flag.choices,
@@ -248,8 +256,7 @@ def add_study_flags(parser: argparse.ArgumentParser, spec: StudySpec, smoke: Stu
             help="comma-separated seeds: after the search, re-run the Pareto configurations "
                  "with them; the front of their seed means is reported (default "
                  f"{format_value(spec.reseed) or 'none'})")
-    add("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-        "or sqlite mlflow.db in the working folder)")  # fmt: skip
+    add("--tracking-uri", default=None, help=TRACKING_URI_HELP)
 
 
 def _picked_methods(args: argparse.Namespace, base: StudySpec) -> dict[str, Any]:
@@ -622,9 +629,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a study from a TOML spec file")
     run.add_argument("spec", help="TOML file with StudySpec fields (see README)")
-    run.add_argument("--resume", action="store_true")
-    run.add_argument("--tracking-uri", default=None)
-    run.add_argument("--verbose", action="store_true")
+    run.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    run.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.set_defaults(handler=_run)
     pareto = commands.add_parser("pareto", help="print the trials and Pareto front of a study")
     pareto.add_argument("results", help="a study folder (ray_results/NAME) or its results.parquet")
@@ -634,18 +641,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods.add_argument("--markdown", action="store_true", help="the README's tables")
     methods.set_defaults(handler=_methods)
     dashboard = commands.add_parser(
-        "dashboard", help="optuna-dashboard on a search's Optuna study (127.0.0.1 only)")
+        "dashboard", help="optuna-dashboard on a search's Optuna study (127.0.0.1 only; needs "
+                          "pip install 'kdtune[dashboard]')")  # fmt: skip
     dashboard.add_argument("study", help="a study folder (ray_results/NAME) or a storage URL")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--port", type=int, default=8080, help="(default 8080)")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="only change this if you mean to expose it")
     dashboard.set_defaults(handler=_dashboard)
     ui = commands.add_parser(
         "ui", help="open the MLflow UI on this folder's store (127.0.0.1 only)"
     )
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=5000, help="(default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="only change this if you mean to expose it")
-    ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--tracking-uri", default=None,
+                    help="the MLflow store to serve (default: $MLFLOW_TRACKING_URI, else "
+                         "sqlite:///mlflow.db in the working folder)")  # fmt: skip
     ui.set_defaults(handler=_ui)
     args = parser.parse_args(argv)
     args.handler(args)

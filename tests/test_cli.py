@@ -153,3 +153,18 @@ def test_the_see_them_command_survives_a_store_path_with_spaces(tmp_path):
     line = next(line for line in closing_lines(result).splitlines() if "kdtune ui" in line)
     words = shlex.split(line.removeprefix("See them:").split("   then open")[0])
     assert words == ["kdtune", "ui", "--tracking-uri", uri]
+
+
+def test_every_command_and_flag_of_kdtune_is_explained_in_its_help(tmp_path):
+    import re
+
+    top = _run(["-m", "kdtune.cli", "--help"], tmp_path).stdout
+    commands = re.search(r"\{([a-z,]+)\}", top).group(1).split(",")
+    assert {"run", "pareto", "methods", "dashboard", "ui"} <= set(commands)
+    for command in commands:
+        assert re.search(rf"^    {command} +\S", top, re.M), command  # each with its line
+        usage = _run(["-m", "kdtune.cli", command, "--help"], tmp_path).stdout
+        # argparse prints a flag without help alone on its line, its text nowhere
+        flags = re.findall(r"^  (--[a-z-]+)(?: [A-Z_]+)?$\n(?! {10,}\S)", usage, re.M)
+        assert flags == [], f"kdtune {command}: {flags} without help"
+    assert "5000" in _run(["-m", "kdtune.cli", "ui", "--help"], tmp_path).stdout
