@@ -559,6 +559,9 @@ def closing_lines(result: StudyResult) -> str:
                      f"http://127.0.0.1:5000/{where}")  # fmt: skip
     else:
         lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")
+    if (result.study_dir / "optuna.db").exists():
+        lines.append(f"The search's Optuna study is in optuna.db there:  kdtune dashboard "
+                     f"{shlex.quote(str(result.study_dir))}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -265,11 +265,13 @@ def _teacher(spec: StudySpec, data: DatasetBundle, storage: StudyStorage, device
     return teacher, get_train_logits(teacher, data, log=log, compute=compute)
 
 
-def study_params(spec: StudySpec) -> dict[str, Any]:
+def study_params(spec: StudySpec, storage: StudyStorage) -> dict[str, Any]:
     """The spec as the parent run's params, readable: lists comma-joined, objectives as
-    METRIC:mode, grid points by what they set; what does not apply left out (the data folder of
-    an embedded dataset, empty lists)."""
+    METRIC:mode, grid points by what they set, the Optuna store a search uses; what does not
+    apply left out (the data folder of an embedded dataset, a grid's Optuna store, empty
+    lists)."""
     values = dataclasses.asdict(spec)
+    values["optuna_storage"] = "" if spec.grid else optuna_url(spec, storage)
     values["objectives"] = [f"{metric}:{mode}" for metric, mode in spec.objectives]
     values["grid"] = [config_label(point, list(point)) for point in spec.grid]
     if spec.dataset in EMBEDDED:
@@ -278,7 +280,7 @@ def study_params(spec: StudySpec) -> dict[str, Any]:
         del values["teacher_recipe"]
     if not spec.simulate:
         del values["simulate"], values["simulate_epoch_s"]
-    return {key: value for key, value in values.items() if value not in ((), [], {})}
+    return {key: value for key, value in values.items() if value not in ((), [], {}, "")}
 
 
 def _record_start(study: OpenStudy, spec: StudySpec, data: DatasetBundle,
@@ -362,7 +364,7 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
         teacher, logits = _teacher(spec, data, storage, device, log)
         init_ray(log)
         check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
-        params = study_params(spec)
+        params = study_params(spec, storage)
         if teacher is not None and teacher.checkpoint_sha256:
             params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
         study = open_study(spec.name, storage, params, resume=resume,
@@ -403,7 +405,7 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
                           f"GPUs the simulation declares ({error}); run the study in a process "
                           "of its own (the study script), or ray.init(num_gpus=...) with "
                           "enough") from None  # fmt: skip
-    opened = open_study(spec.name, storage, study_params(spec), resume=resume,
+    opened = open_study(spec.name, storage, study_params(spec, storage), resume=resume,
                         tracking_uri=tracking_uri, log=log)  # fmt: skip
     context = SimulatedContext(
         blackbox=box, declarations=study_declarations(spec), epoch_s=spec.simulate_epoch_s,

@@ -139,7 +139,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert noise not in second.stdout
     tail = second.stdout.strip().splitlines()[-10:]
     assert "  pareto.html" in tail and "  results.parquet" in tail
-    assert tail[-1].startswith(f"See them:  kdtune ui --tracking-uri {uri}")
+    assert tail[-2].startswith(f"See them:  kdtune ui --tracking-uri {uri}")
+    study_dir = tmp_path / "ray" / "resumable"
+    assert tail[-1].endswith(f"optuna.db there:  kdtune dashboard {study_dir}")
     table = pq.read_table(tmp_path / "ray" / "resumable" / "results.parquet").to_pylist()
     assert len(table) == 4 and len({r["trial_id"] for r in table}) == 4
     assert set(finished_before_kill) <= {r["trial_id"] for r in table}

@@ -137,6 +137,8 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.params["methods"] == "kd, mixup_kd"
     assert parent.data.params["objectives"] == "val_acc:max, val_ece:min"
+    # where the search's Optuna study is, for optuna-dashboard (not an empty string)
+    assert parent.data.params["optuna_storage"] == f"sqlite:///{result.study_dir / 'optuna.db'}"
     assert "data_root" not in parent.data.params  # digits are embedded: no folder to name
     assert "teacher_test_acc" in parent.data.metrics
     assert "teacher_val_nll" not in parent.data.metrics  # the rest is in teacher.json
