@@ -22,7 +22,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
 from kdtune.hparams import format_value
-from kdtune.simulate import EPOCH_HISTORY
+from kdtune.simulate import expand, last_report
 from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -60,7 +60,7 @@ def stopped_at(trial: Any) -> int | None:
     short of its budget; None for one that ran its whole budget or did not end."""
     if trial.status != "TERMINATED":
         return None
-    return short_of_budget(trial.last_result or {}, trial.config)
+    return short_of_budget(last_report(trial.last_result), trial.config)
 
 
 def trial_failure(trial: Any) -> str:
@@ -150,7 +150,7 @@ class Progress:
         return f"[{'#' * filled}{'-' * (20 - filled)}] {text}"
 
     def _trial_now(self, trial: Any) -> str:
-        result = trial.last_result or {}
+        result = last_report(trial.last_result)
         epochs = trial.config.get("epochs")
         at = f"epoch {result.get('epoch', 0)}/{epochs}" if epochs else "started"
         scores = " ".join(f"{m} {result[m]:.4f}" for m in self.objectives if m in result)
@@ -162,7 +162,7 @@ class Progress:
         epochs = next((t.config.get("epochs") for t in trials if t.config.get("epochs")), None)
         if epochs:
             done = sum(epochs if t.status in FINISHED_STATES else
-                       (t.last_result or {}).get("epoch", 0) for t in trials)  # fmt: skip
+                       last_report(t.last_result).get("epoch", 0) for t in trials)  # fmt: skip
             total = epochs * self.num_trials
         else:
             done, total = ended, self.num_trials
@@ -241,7 +241,7 @@ class TrackingCallback(tune.Callback):
         self._record(write)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
+        result = last_report(trial.last_result)
         stopped = short_of_budget(result, trial.config)
 
         def write() -> None:
@@ -310,12 +310,6 @@ class TrackingCallback(tune.Callback):
         ended = sum(t.status in FINISHED_STATES for t in trials if t is not trial) + 1
         print(f"trial {ended}/{self.route.num_trials} {trial.trial_id} "
               f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip
-
-
-def expand(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A report and the earlier epochs it carries (batched reports), in order."""
-    earlier = json.loads(result.get(EPOCH_HISTORY) or "[]")
-    return [*earlier, {k: v for k, v in result.items() if k != EPOCH_HISTORY}]
 
 
 def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[str, Any]]:

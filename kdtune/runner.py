@@ -44,7 +44,7 @@ from kdtune.callback import (
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
 from kdtune.search import points_searcher, quiet_optuna
-from kdtune.simulate import EPOCH_HISTORY
+from kdtune.simulate import last_report
 from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, check_store, choose_store
 
@@ -533,8 +533,7 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
     ERROR; UNFINISHED: an interrupted study left it running) and its child run's id."""
     rows = []
     for trial in trials:
-        metrics = {k: v for k, v in (trial.last_result or {}).items()
-                   if k not in (EPOCH_HISTORY, "config")}  # fmt: skip
+        metrics = {k: v for k, v in last_report(trial.last_result).items() if k != "config"}
         status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
         stopped = stopped_at(trial)
         rows.append({**trial.config, **metrics, "trial_id": trial.trial_id,

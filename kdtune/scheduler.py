@@ -39,9 +39,9 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from kdtune.atomic import write_text
-from kdtune.callback import expand
 from kdtune.config import ConfigError
 from kdtune.pareto import best_first
+from kdtune.simulate import expand
 
 SCHEDULER_STATE = "scheduler_state.json"  # in the study folder
 _STATE_FILES: dict[str, Path] = {}  # study name -> where its scheduler keeps its rungs

@@ -380,14 +380,14 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
     Its objectives at the scheduler's rung epochs stay on the Optuna trial (`keep_rung_values`)."""
     from ray.tune.search import Searcher
 
-    from kdtune.callback import expand
-
-    modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min"
-             for d in study.directions]  # fmt: skip
+    from kdtune.simulate import expand, last_report
 
     class OptunaSearcher(Searcher):
         def __init__(self) -> None:
-            super().__init__(metric=list(study.metric_names), mode=modes)
+            # no metric for Tune to look for at a result's top level: kdtune's trainables send
+            # their metrics packed (simulate.REPORTS); the objectives are read from the reports
+            super().__init__()
+            self.objectives = list(study.metric_names)
             self.space, self.study = space, study
             self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
             self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
@@ -404,7 +404,8 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if trial_id in self.asked:
-                keep_rung_values(self.asked[trial_id], expand(result), self.metric, rung_epochs)
+                keep_rung_values(self.asked[trial_id], expand(result), self.objectives,
+                                 rung_epochs)  # fmt: skip
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
             if result:  # a trial stopped at a rung ends on that rung's report
@@ -412,7 +413,7 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             trial = self.asked.pop(trial_id, None)
             if trial is None:
                 return
-            state, values = how_it_ended(result or {}, self.metric,
+            state, values = how_it_ended(last_report(result), self.objectives,
                                          self.epochs.pop(trial_id, 0), error)  # fmt: skip
             self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
 

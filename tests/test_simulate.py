@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from kdtune.blackbox import DEFAULT_PATH, METADATA_KEY, Axis, Blackbox
 from kdtune.config import Recipe
 from kdtune.methods import METHODS
-from kdtune.simulate import replayed_reports
+from kdtune.simulate import EPOCH_HISTORY, REPORTS, expand, last_report, replayed_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "studies" / "temperature_sweep.py"
@@ -96,6 +96,20 @@ def test_a_replayed_trial_reports_the_lookups_curve_test_metrics_only_at_the_end
             assert not any(k.startswith("test_") for k in report) and "temperature_ts" not in report
     assert reports[-1]["test_acc"] == found.curve["test_acc"][-1]
     assert reports[-1]["test_ece_ts"] == found.curve["test_ece_ts"][-1]
+
+
+def test_a_tune_result_unpacks_to_its_epochs_in_every_form_kdtune_has_sent():
+    tune_keys = {"pid": 7, "time_total_s": 1.5}  # Tune's own, added at the top level
+    packed = {"epoch": 2, REPORTS: json.dumps([{"epoch": 1, "val_acc": 0.5},
+                                               {"epoch": 2, "val_acc": 0.6}]), **tune_keys}
+    assert expand(packed) == [{"epoch": 1, "val_acc": 0.5},
+                              {"epoch": 2, "val_acc": 0.6, **tune_keys}]  # fmt: skip
+    # a result.json line of a study begun by an older kdtune (resumed after an upgrade)
+    older = {"epoch": 2, "val_acc": 0.6, EPOCH_HISTORY: json.dumps([{"epoch": 1}]), **tune_keys}
+    assert expand(older) == [{"epoch": 1}, {"epoch": 2, "val_acc": 0.6, **tune_keys}]
+    plain = {"stage": 1, "student_acc": 0.9}  # the self-distillation study's reports
+    assert expand(plain) == [plain] and last_report(plain) == plain
+    assert last_report(packed)["val_acc"] == 0.6 and last_report(None) == {}
 
 
 def test_simulate_alone_names_the_shipped_blackbox_wherever_it_runs(tmp_path, monkeypatch):

@@ -84,11 +84,15 @@ def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
     reports = [json.loads(line) for path in (result.study_dir).glob("tune_trainable_*/result.json")
                for line in path.read_text().splitlines()]  # fmt: skip
     assert [r["epoch"] for r in reports] == [6]
-    assert [m["epoch"] for m in json.loads(reports[0]["epoch_history"])] == [1, 2, 3, 4, 5]
+    assert [m["epoch"] for m in json.loads(reports[0]["reports"])] == [1, 2, 3, 4, 5, 6]
+    # Tune sees the epochs packed, so it keeps no statistics of kdtune's metrics in its state
+    assert "val_acc" not in reports[0] and "test_acc" not in reports[0]
     run_id = result.table.column("mlflow_run_id")[0].as_py()
     history = MlflowClient(uri).get_metric_history(run_id, "val_acc")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
-    assert "epoch_history" not in result.table.column_names
+    assert "reports" not in result.table.column_names
+    last = json.loads(reports[0]["reports"])[-1]  # the results table: the last epoch, unpacked
+    assert result.table.column("test_acc")[0].as_py() == last["test_acc"]
 
 
 def test_trials_reuse_worker_processes(smoke_study):
