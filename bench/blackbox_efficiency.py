@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 import torch
 
-from bench.common import RESULTS, finite_or_none, result_name, table, write_result
+from bench.common import figure_path, finite_or_none, table, write_result
 from bench.simulated_search import SearchTrace, simulate_search
 from kdtune.blackbox import DEFAULT_PATH, Blackbox
 from kdtune.config import StudySpec
@@ -151,13 +151,12 @@ def main(args: argparse.Namespace, spec: StudySpec) -> dict:
           f"true hypervolume on {reached} of {args.seeds} seeds")  # fmt: skip
     print(f"MO-ASHA trial-epochs to FIFO's final true hypervolume / FIFO's (median over seeds) "
           f"= {_shown(ratio)}")  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = result_name("search_efficiency_blackbox", torch.device("cpu"), args.quick)
-    figure = plot(traces, budget, RESULTS / stem.replace(".json", ".png"),
+    name = "search_efficiency_blackbox"
+    figure = plot(traces, budget, figure_path(name, torch.device("cpu"), args.quick),
                   f"{spec.name} on the {path.name} blackbox, {args.seeds} seeds:\nMO-ASHA reaches "
                   f"FIFO's final true hypervolume with {_shown(ratio)} of its trial-epochs "
                   "(median)")  # fmt: skip
-    record = write_result("search_efficiency_blackbox", torch.device("cpu"), {
+    record = write_result(name, torch.device("cpu"), {
         "blackbox": path.name, "seeds": args.seeds, "fifo_trials": args.trials,
         "moasha_trials": args.moasha_trials, "concurrency": spec.max_concurrent_trials,
         "reference_point": list(spec.reference_point), "fifo_budget": budget,

@@ -47,6 +47,12 @@ def result_name(name: str, device: torch.device, quick: bool) -> str:
     return f"{name}-{'gpu' if device.type == 'cuda' else 'cpu'}{'-quick' if quick else ''}.json"
 
 
+def figure_path(name: str, device: torch.device, quick: bool) -> Path:
+    """The figure beside write_result's record: NAME-{cpu|gpu}[-quick].png."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return RESULTS / result_name(name, device, quick).replace(".json", ".png")
+
+
 def finite_or_none(value: float) -> float | None:
     """JSON has no infinity: None for "never reached"."""
     return value if math.isfinite(value) else None

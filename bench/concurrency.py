@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import RESULTS, result_name, table, write_result
+from bench.common import figure_path, table, write_result
 from bench.simulated_search import simulate_search
 from kdtune.blackbox import DEFAULT_PATH, Blackbox
 from kdtune.config import StudySpec
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = keeps[default]["64"]
     print(f"{args.seeds} seeds x {args.trials} trials in {wall:.0f} s on {args.blackbox.name}")
     print(f"default sampler ({default}): true hypervolume at 64 concurrent / at 1 = {ratio:.2f}x")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = result_name("concurrency", torch.device("cpu"), args.quick)
-    figure = plot(found, default, RESULTS / stem.replace(".json", ".png"),
+    figure = plot(found, default, figure_path("concurrency", torch.device("cpu"), args.quick),
                   f"{study.SPEC.name} (MO-ASHA), {args.trials} trials on the {args.blackbox.name} "
                   f"blackbox, {args.seeds} seeds:\nthe default ({default}) keeps {ratio:.2f}x of "
                   "its 1-at-once true hypervolume at 64")  # fmt: skip
