@@ -31,6 +31,9 @@ has little left to gain: what stays of the headline is then the task's noise, no
     python -m bench.search_efficiency --grace-period 10 --reduction-factor 2   # another schedule
     python -m bench.search_efficiency --spec cifar100.toml --seeds 3   # your own study's spec
     python -m bench.search_efficiency --no-retest   # without the second training of FIFO's trials
+    python -m bench.search_efficiency --blackbox --seeds 20   # on the learning-curve blackbox,
+                                    # against true hypervolumes, with random search too (seconds
+                                    # a seed: bench/blackbox_efficiency.py)
 """
 
 from __future__ import annotations
