@@ -22,6 +22,7 @@ surrogate's seed mean).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.search import how_it_ended, make_scheduler, make_searcher
 from kdtune.simulate import replayed_reports
 from kdtune.study import study_declarations
+
+_REPLAYS = itertools.count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,10 @@ def simulate_search(spec: StudySpec, blackbox: Blackbox, concurrency: int | None
     if not spec.reference_point:
         raise ValueError(f"{spec.name}: a replayed search needs the spec's reference_point, so "
                          "that hypervolumes compare across searches")  # fmt: skip
+    # a name of its own: MO-ASHA keeps its rungs in the file registered under the study's name
+    # (scheduler.keep_state), which a real study of the same name run earlier in this process
+    # would have left pointing into its own folder
+    spec = dataclasses.replace(spec, name=f"{spec.name}-replayed-{next(_REPLAYS)}")
     declarations = study_declarations(spec)
     searcher = make_searcher(spec, declarations)
     if sampler is not None:
