@@ -188,8 +188,8 @@ def test_quick_build_trains_resumes_and_is_looked_up(tmp_path, capsys, one_threa
     assert {a["name"]: a["log"] for a in recipe["space"]["mixup_kd"]} == {
         "temperature": True, "w_ce": False, "w_kd": False, "alpha": True}
     # the record goes beside a file that is not the shipped one, never to bench/results
-    assert (out.parent / "blackbox-quick-cpu.json").exists()
-    assert not (ROOT / "bench" / "results" / "blackbox-quick-cpu.json").exists()
+    assert (out.parent / "blackbox-cpu-quick.json").exists()
+    assert not (ROOT / "bench" / "results" / "blackbox-cpu-quick.json").exists()
     box = Blackbox.load(out)
     mixup = box.tables["mixup_kd"]
     query = {axis.name: float(v) for axis, v in zip(mixup.axes, mixup.values[1])}
