@@ -114,7 +114,9 @@ def tune_reporter(report_epochs: frozenset[int], report_interval_s: float,
         if state is None and waiting and time.monotonic() - sent[0] < report_interval_s:
             held.append(result)
             return
-        packed = {"epoch": result.get("epoch"), REPORTS: json.dumps([*held, result])}
+        # epoch and node beside the pack: Tune's result.json still says where each ran
+        packed = {"epoch": result.get("epoch"), "node_id": node_id,
+                  REPORTS: json.dumps([*held, result])}  # fmt: skip
         held.clear()
         sent[0] = time.monotonic()
         if state is None:

@@ -86,7 +86,7 @@ def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
     assert [r["epoch"] for r in reports] == [6]
     assert [m["epoch"] for m in json.loads(reports[0]["reports"])] == [1, 2, 3, 4, 5, 6]
     # Tune sees the epochs packed, so it keeps no statistics of kdtune's metrics in its state
-    assert "val_acc" not in reports[0] and "test_acc" not in reports[0]
+    assert "val_acc" not in reports[0] and "test_acc" not in reports[0] and reports[0]["node_id"]
     run_id = result.table.column("mlflow_run_id")[0].as_py()
     history = MlflowClient(uri).get_metric_history(run_id, "val_acc")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
