@@ -13,7 +13,8 @@ is the driver's capacity:
   ended over the most when a tenth of the trials had;
 - an Optuna ask (the study's sampler and define-by-run space, on an SQLite store like the
   study's) with 100, 500 and 1,000 trials in the study;
-- Tune's experiment snapshot (`TuneController.checkpoint`): median and most, and how many;
+- Tune's experiment snapshots written (`TuneController.save_to_dir`, every trial's state and
+  the searcher's): how many, median, most and total seconds;
 - the end of the study: tables, front, figures and importance, from the last trial's end to
   `run_study`'s return;
 - what was lost: child runs, val_acc points and rows missing against what the trials ran.
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("ray").setLevel(logging.ERROR)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     snapshots: list[float] = []
-    undo = timed(TuneController, "checkpoint", snapshots)
+    undo = timed(TuneController, "save_to_dir", snapshots)
     lines: list[tuple[float, str]] = []
     began = time.time()
     try:
@@ -204,8 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
         ("results per CPU-second of the driver", f"{per_cpu_s:.1f}", ""),
         *[(f"Optuna ask at {n} trials", f"{s:.3f} s", "< 1 s") for n, s in asks.items()],
         ("driver memory, end / a tenth in", f"{memory_ratio:.2f}x", "<= 2x"),
-        ("Tune snapshots", f"{len(snapshots)}, median {np.median(snapshots) * 1000:.0f} ms, "
-                           f"most {max(snapshots):.2f} s, total {sum(snapshots):.0f} s", ""),
+        ("Tune snapshots written", f"{len(snapshots)}, median "
+         f"{np.median(snapshots) * 1000:.0f} ms, most {max(snapshots):.2f} s, total "
+         f"{sum(snapshots):.0f} s", ""),
         ("trial phase", f"{ends[-1] - began:.0f} s", ""),
         ("end of study (tables, figures, importance)", f"{returned - ends[-1]:.1f} s", ""),
         ("lost: child runs, val_acc points, rows", ", ".join(str(v) for v in lost.values()),

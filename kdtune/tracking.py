@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -220,6 +220,8 @@ class StudyTracker:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.parent_run_id: str | None = None
         self._trial_runs: dict[str, str] = {}
+        # trial id -> its child run in the store before this tracker made any (a resumed study)
+        self._earlier_runs: dict[str, Run] | None = None
         # trial id -> reports not yet written, each a list of metrics at one step
         self._pending: dict[str, list[list[Metric]]] = {}
         self._flushed: dict[str, float] = {}  # trial id -> monotonic time of its last write
@@ -290,14 +292,12 @@ class StudyTracker:
         if trial_id in self._trial_runs:
             return self._trial_runs[trial_id]
         assert self.parent_run_id is not None
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
-            f"and tags.`{TRIAL_TAG}` = '{trial_id}'",
-        )
+        if self._earlier_runs is None:  # one search for all, not one per trial started
+            self._earlier_runs = self._child_runs()
+        existing = self._earlier_runs.pop(trial_id, None)
         if existing:
-            run_id = existing[0].info.run_id
-            if existing[0].info.status != "FINISHED":
+            run_id = existing.info.run_id
+            if existing.info.status != "FINISHED":
                 self.client.update_run(run_id, status="RUNNING")
             self._logged_through[trial_id] = max(self.logged_steps(run_id, step_key), default=-1)
         else:
@@ -327,14 +327,15 @@ class StudyTracker:
 
     def trial_runs(self) -> dict[str, str]:
         """trial id -> child run id, read back from the store (covers resumed studies)."""
+        return {trial_id: run.info.run_id for trial_id, run in self._child_runs().items()}
+
+    def _child_runs(self) -> dict[str, Run]:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
             max_results=50000,
         )
-        return {
-            run.data.tags[TRIAL_TAG]: run.info.run_id for run in runs if TRIAL_TAG in run.data.tags
-        }
+        return {run.data.tags[TRIAL_TAG]: run for run in runs if TRIAL_TAG in run.data.tags}
 
     def log_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
         """Buffer a report (unless its step is logged already); write the trial's buffer every
@@ -346,7 +347,7 @@ class StudyTracker:
         now = int(time.time() * 1000)
         report = [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
         self._pending.setdefault(trial_id, []).append(report)
-        if time.monotonic() - self._flushed.get(trial_id, 0.0) >= FLUSH_SECONDS:
+        if time.monotonic() - self._flushed.setdefault(trial_id, time.monotonic()) >= FLUSH_SECONDS:
             self.flush(trial_id)
 
     def flush(self, trial_id: str) -> None:

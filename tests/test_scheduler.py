@@ -6,13 +6,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from kdtune.pareto import best_first, crowding_distance, nondominated_ranks
-from kdtune.scheduler import MultiObjectiveAsha, keep_state, rung_epochs
+from kdtune.scheduler import (
+    SNAPSHOT_GAP,
+    MultiObjectiveAsha,
+    SnapshotOnChange,
+    keep_state,
+    rung_epochs,
+)
 
 OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
 
@@ -250,3 +258,58 @@ def test_the_searcher_survives_the_pickling_tune_and_resume_do(sampler, tmp_path
     assert resumed.suggest("8")["method"] in spec.methods
     states = [t.state.name for t in optuna.load_study(study_name=spec.name, storage=url).trials]
     assert states == ["COMPLETE"] * 6 + ["RUNNING", "RUNNING"]
+
+
+def _saved_statuses(experiment: Path) -> dict[str, str]:
+    """Trial id -> status, as the experiment state Tune last saved on disk says."""
+    saved = sorted(experiment.glob("experiment_state-*.json"))
+    if not saved:
+        return {}
+    trial_data = json.loads(saved[-1].read_text())["trial_data"]
+    states = (json.loads(state) for state, _ in trial_data)
+    return {state["trial_id"]: state["status"] for state in states}
+
+
+@pytest.mark.parametrize("gap", [SNAPSHOT_GAP, 1e9])
+def test_tune_saves_a_trials_end_before_the_next_trial_starts_unless_the_pacer_holds_it(
+    gap, ray_local, tmp_path, monkeypatch
+):
+    """A real Tune run of trials one after another, each 0.5 s: with the default pacing every
+    trial's end is in the experiment state on disk by the time the trial after next starts
+    (Tune's own periodic saves are turned off here); with a gap no save can meet, they are
+    not."""
+    from ray import tune
+
+    import kdtune.scheduler
+
+    monkeypatch.setattr(kdtune.scheduler, "SNAPSHOT_GAP", gap)
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1000")  # no periodic save: forced ones only
+
+    def one_quick_epoch(config: dict) -> None:  # defined here: Ray ships it by value
+        time.sleep(0.5)
+        tune.report({"epoch": 1})
+
+    experiment = tmp_path / "paced"
+    seen: list[tuple[list[str], dict[str, str]]] = []  # ended trials, saved statuses
+
+    class AtEachStart(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+            ended = [t.trial_id for t in trials if t.status == "TERMINATED"]
+            seen.append((ended, _saved_statuses(experiment)))
+
+    tuner = tune.Tuner(
+        one_quick_epoch,
+        param_space={"x": tune.grid_search(list(range(5)))},
+        tune_config=tune.TuneConfig(scheduler=SnapshotOnChange(), max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="paced", storage_path=str(tmp_path), verbose=0,
+                                  callbacks=[AtEachStart()]),  # fmt: skip
+    )
+    assert not tuner.fit().errors
+    # the trial that ended in the step this one starts in is saved at that step's end
+    later = [(ended[:-1], saved) for ended, saved in seen[2:]]
+    caught_up = [all(saved.get(t) == "TERMINATED" for t in ended) for ended, saved in later]
+    assert len(later) == 3 and all(ended for ended, _ in later)
+    if gap == SNAPSHOT_GAP:
+        assert all(caught_up), seen
+    else:
+        assert not any(caught_up), seen
