@@ -22,7 +22,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
 from kdtune.hparams import format_value
-from kdtune.simulate import expand, last_report
+from kdtune.reports import expand, last_report
 from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has

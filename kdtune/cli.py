@@ -21,13 +21,15 @@ import tempfile
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from kdtune.config import (
     PROTOCOLS,
+    SAMPLERS,
+    SCHEDULERS,
     ConfigError,
     StudyFailed,
     StudyInterrupted,
@@ -105,6 +107,11 @@ class Flag:
         return self.flag.removeprefix("--").replace("-", "_")
 
 
+def _listed(choices: Mapping[str, str]) -> str:
+    """A registry's choices for a flag's help: "name: what it is; ..."."""
+    return "; ".join(f"{name}: {meaning}" for name, meaning in choices.items())
+
+
 FLAGS = (
     Flag("--name", "name", str, "study name: MLflow experiment and results folder"),
     Flag("--dataset", "dataset", str, "digits (embedded), cifar10, cifar100"),
@@ -126,14 +133,13 @@ FLAGS = (
     Flag("--lr", "recipe.lr", float, "student peak learning rate"),
     Flag("--precision", "recipe.precision", str,
          "networks in bf16 autocast or fp32; auto = bf16 on CUDA", ("auto", "fp32", "bf16")),
-    Flag("--scheduler", "scheduler", str,
-         "moasha stops trials that rank low at rung epochs, fifo runs each to its budget; auto: "
-         "moasha for a search, fifo for a grid", ("auto", "moasha", "fifo")),
+    Flag("--scheduler", "scheduler", str, "early stopping: " + _listed(SCHEDULERS),
+         tuple(SCHEDULERS)),
     Flag("--grace-period", "grace_period", int,
          "epochs before MO-ASHA's first rung (0 = epochs / reduction factor^2)"),
     Flag("--reduction-factor", "reduction_factor", float,
          "each MO-ASHA rung lets on the best 1/this of its trials"),
-    Flag("--sampler", "sampler", str, "Optuna's sampler", ("tpe", "gp", "nsga2")),
+    Flag("--sampler", "sampler", str, "Optuna's sampler: " + _listed(SAMPLERS), tuple(SAMPLERS)),
     Flag("--optuna-storage", "optuna_storage", str,
          "SQLAlchemy URL of the Optuna study (empty: optuna.db in the study folder)"),
     Flag("--protocol", "protocol", str,

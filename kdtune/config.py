@@ -130,6 +130,23 @@ RECIPE_KEYS = [f.name for f in fields(Recipe)]
 # images trained on, the last epoch's test accuracy reported (and, named as selected on the test
 # set, the best epoch's), with `benchmark_recipe`.
 PROTOCOLS = ("search", "cifar_benchmark")
+# The choices of each kind of search component, one table each: the CLI's choices and help and
+# the spec's validation read them; search.SAMPLER_FACTORIES and importance.EVALUATOR_FACTORIES
+# build them by the same names (a contract test keeps the keys equal).
+SAMPLERS = {
+    "tpe": "tree-structured Parzen estimator (Optuna's default; handles each method's own space)",
+    "gp": "Gaussian process (models the parameters all trials share; the rest are random)",
+    "nsga2": "NSGA-II, a genetic algorithm (generations of a few trials each)",
+}
+SCHEDULERS = {
+    "auto": "moasha for a search, fifo for a grid",
+    "moasha": "stops trials that rank low at rung epochs",
+    "fifo": "runs each trial to its budget",
+}
+IMPORTANCE_EVALUATORS = {
+    "fanova": "fANOVA: a random forest's variance decomposition, per method",
+    "ped_anova": "PED-ANOVA: the top trials' density against all, the whole study at once",
+}
 SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")  # the benchmark trains them at 0.01
 
 
@@ -298,7 +315,7 @@ class StudySpec:
 
     def _check_search_options(self) -> None:
         _check_choice("protocol", self.protocol, PROTOCOLS)
-        _check_choice("scheduler", self.scheduler, ("auto", "moasha", "fifo"))
+        _check_choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if self.protocol == "cifar_benchmark":
             self._check_benchmark_protocol()
         if self.scheduler == "moasha" and self.grid:
@@ -314,8 +331,9 @@ class StudySpec:
         ):
             raise ConfigError(f"reduction_factor: must be > 1 (a rung keeps 1/reduction_factor "
                               f"of its trials), got {self.reduction_factor}")  # fmt: skip
-        _check_choice("sampler", self.sampler, ("tpe", "gp", "nsga2"))
-        _check_choice("importance_evaluator", self.importance_evaluator, ("ped_anova", "fanova"))
+        _check_choice("sampler", self.sampler, tuple(SAMPLERS))
+        _check_choice("importance_evaluator", self.importance_evaluator,
+                      tuple(IMPORTANCE_EVALUATORS))  # fmt: skip
         if self.reference_point and len(self.reference_point) != len(self.objectives):
             raise ConfigError(f"reference_point: give one value per objective "
                               f"({len(self.objectives)}), got {list(self.reference_point)}")

@@ -12,30 +12,31 @@ measurement behind the default.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import optuna
 
 from kdtune.search import rung_values
 
-EVALUATORS = ("ped_anova", "fanova")
 MIN_TRIALS = 6  # fewer complete trials say nothing about what matters
 WEAK_AGREEMENT = 0.5  # a rung's Spearman correlation with the final ranking below this is weak
 
 
-def _evaluator(name: str, seed: int) -> Any:
-    import optuna
+# config.IMPORTANCE_EVALUATORS's names -> seed -> the Optuna evaluator
+EVALUATOR_FACTORIES: dict[str, Callable[[int], Any]] = {
+    "fanova": lambda seed: optuna.importance.FanovaImportanceEvaluator(seed=seed),
+    "ped_anova": lambda seed: optuna.importance.PedAnovaImportanceEvaluator(),
+}
 
-    if name == "fanova":
-        return optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    return optuna.importance.PedAnovaImportanceEvaluator()
+
+def _evaluator(name: str, seed: int) -> Any:
+    return EVALUATOR_FACTORIES[name](seed)
 
 
 def _subset(study: Any, trials: Sequence[Any]) -> Any:
     """An in-memory study holding `trials`, for evaluators that need one shared search space."""
-    import optuna
-
     subset = optuna.create_study(directions=study.directions)
     subset.add_trials(trials)
     return subset
@@ -55,8 +56,6 @@ def _importances(study: Any, target: Any, evaluator: str, seed: int) -> dict[str
     """{parameter: importance} for one target. PED-ANOVA assesses the whole study at once,
     conditional parameters included; fANOVA only parameters every trial has, so it assesses
     "method" over all trials and each method's parameters over that method's trials."""
-    import optuna
-
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     if evaluator == "ped_anova":
         return optuna.importance.get_param_importances(
@@ -92,8 +91,6 @@ def format_importances(rows: Sequence[dict[str, Any]], top: int = 5) -> str:
 
 
 def load_study(storage_url: str, name: str) -> Any:
-    import optuna
-
     return optuna.load_study(study_name=name, storage=storage_url)
 
 
@@ -101,8 +98,6 @@ def _at_fidelity(study: Any) -> tuple[Any, str] | None:
     """The study to rank hyperparameters on, and at what budget: the trials that ran their
     whole budget if there are enough; else, under early stopping, every trial's objectives at
     the deepest rung epoch that enough trials reached (their "values_at_epoch_R" attributes)."""
-    import optuna
-
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     if len(complete) >= MIN_TRIALS:
         return study, "the whole budget"
@@ -124,8 +119,6 @@ def study_importances(study: Any, objectives: Sequence[tuple[str, str]], evaluat
     """Rows {objective, parameter, importance, trials, budget, evaluator}, most important first
     within each objective; "pareto front" rows when there are several objectives (PED-ANOVA
     only: the importance of reaching the front); [] when too few trials say anything."""
-    import optuna
-
     found = _at_fidelity(study)
     if found is None:
         return []
@@ -156,7 +149,6 @@ def rung_agreement(study: Any, objectives: Sequence[tuple[str, str]]) -> list[di
     Those trials all passed the rungs: their range is restricted, which tends to lower the
     figure, and there are few of them, which makes it noisy; a low one still says the rungs
     decided on weak evidence."""
-    import optuna
     from scipy.stats import spearmanr
 
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])

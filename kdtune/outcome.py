@@ -28,7 +28,6 @@ from kdtune.trainable import BEST_ON_TEST
 
 SUMMARY_METRICS = ("val_acc", "val_ece", "test_acc", BEST_ON_TEST, "test_ece", "test_nll",
                    "test_ece_ts", "pareto")  # fmt: skip
-OBJECTIVES_KEY = b"kdtune.objectives"  # in results.parquet's schema metadata: "val_acc:max,..."
 
 
 @dataclass(frozen=True)
@@ -96,12 +95,6 @@ def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, 
     ])  # fmt: skip
 
 
-def objectives_of(table: pa.Table) -> list[tuple[str, str]]:
-    """The objectives a results table was written with (its schema metadata)."""
-    text = (table.schema.metadata or {}).get(OBJECTIVES_KEY, b"").decode()
-    return [tuple(item.split(":", 1)) for item in text.split(",") if ":" in item]  # type: ignore
-
-
 def reference_point(spec: StudySpec, points: np.ndarray) -> list[float]:
     """The hypervolume's reference: the spec's, so that values compare across studies; else
     each objective's worst possible value, or where it has none its worst seen x 1.1."""
@@ -139,9 +132,7 @@ def write_outcome(
     for row in rows:
         row["run_name"] = run_name(row, label_keys)
     points = mark_front(rows, spec.objectives)
-    objectives = ",".join(f"{m}:{d}" for m, d in spec.objectives).encode()
     table = sort_by_objective(results.to_table(rows), spec.objectives[0])
-    table = table.replace_schema_metadata({OBJECTIVES_KEY: objectives})
     front = table.filter(pc.equal(table["pareto"], True))
     results.write_table(table, folder / "results.parquet")
     results.write_table(front, folder / "pareto.parquet")
@@ -169,6 +160,14 @@ def view_link(experiment_id: str, view: str = TRIALS_VIEW) -> str:
     experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17)."""
     return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}"
             "&workflowType=machine_learning")
+
+
+def run_link(row: Mapping[str, Any], experiment_id: str) -> str:
+    """A trial's run name as a Markdown link to its run (the name alone if it has none)."""
+    name = f"`{row['run_name']}`"
+    if not row.get("mlflow_run_id"):
+        return name
+    return f"[{name}](#/experiments/{experiment_id}/runs/{row['mlflow_run_id']})"
 
 
 def _save_views(spec: StudySpec, tracker: StudyTracker,
@@ -238,9 +237,10 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
     finished = sum(s == "TERMINATED" for s in table["status"].to_pylist())
     metrics = list(dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
                                   "test_ece_ts"]))  # fmt: skip
-    rows = [[f"`{r['run_name']}`", *(f"{r[m]:.4f}" if r.get(m) is not None else "-"
-                                     for m in metrics)] for r in front.to_pylist()]  # fmt: skip
-    front_table = "\n".join(["| run | " + " | ".join(metrics) + " |",
+    rows = [[run_link(r, experiment_id),
+             *(f"{r[m]:.4f}" if r.get(m) is not None else "-" for m in metrics)]
+            for r in front.to_pylist()]  # fmt: skip
+    front_table = "\n".join(["| run | " + " | ".join(f"`{m}`" for m in metrics) + " |",
                              "|---" * (len(metrics) + 1) + "|",
                              *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
     names = [f"`{path.name}`" for path in files]
@@ -262,7 +262,8 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
         "- `pareto.html` (Artifacts): every trial a point, the front drawn; hover a point for "
         "its run.\n"
         f"- Artifacts of this run: {', '.join(names)}, the teacher's `reliability_teacher.png`, "
-        "and the study's own figures and `summary.parquet`.\n"
+        "and what the study's script adds after the search (its own figures; a grid's seed "
+        "means as `summary.parquet`).\n"
         "- Each child run: its hyperparameters (Parameters), its curves per epoch (Model "
         "metrics) and `reliability_test.png`.",
     ])  # fmt: skip

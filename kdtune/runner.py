@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from ray import tune
 
-from kdtune import atomic, results
+from kdtune import atomic, cluster_in_sight, results
 from kdtune.callback import (
     FINISHED_STATES,
     Route,
@@ -43,8 +43,8 @@ from kdtune.callback import (
     trial_failure,
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
+from kdtune.reports import last_report
 from kdtune.search import points_searcher, quiet_optuna
-from kdtune.simulate import last_report
 from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, check_store, choose_store
 
@@ -106,11 +106,7 @@ def on_cluster() -> bool:
     """A Ray cluster will run the trials: RAY_ADDRESS, `ray start` here, or Ray already joined."""
     import ray
 
-    return (
-        bool(os.environ.get("RAY_ADDRESS"))
-        or ray.is_initialized()
-        or Path("/tmp/ray/ray_current_cluster").exists()
-    )
+    return cluster_in_sight() or ray.is_initialized()
 
 
 def set_verbosity(verbose: bool) -> None:
@@ -133,12 +129,6 @@ def set_verbosity(verbose: bool) -> None:
 _RAY_LOG_LEVEL = logging.INFO
 
 
-def _autoscaling() -> bool:
-    """Ray runs as a cluster (RAY_ADDRESS, or `ray start` on this machine) whose autoscaler may
-    add nodes; else it is this machine alone and its resources are all there will be."""
-    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").exists()
-
-
 def init_ray(log: Log, gpus: float = 0.0) -> None:
     """Start (or join) Ray, unless this process has already. `gpus`: logical GPUs a Ray started
     here declares (a simulated study's; a cluster, or a Ray already running, has its own)."""
@@ -151,7 +141,7 @@ def init_ray(log: Log, gpus: float = 0.0) -> None:
                  logging_level=_RAY_LOG_LEVEL)  # fmt: skip
     else:
         # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
-        declared = {"num_gpus": math.ceil(gpus)} if gpus and not _autoscaling() else {}
+        declared = {"num_gpus": math.ceil(gpus)} if gpus and not cluster_in_sight() else {}
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=_RAY_LOG_LEVEL,
                  **declared)  # fmt: skip
     resources = ray.cluster_resources()
@@ -191,7 +181,7 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> N
         have = total.get(key, 0.0)
         if asked <= have:
             continue
-        if _autoscaling():
+        if cluster_in_sight():  # whose autoscaler may add nodes
             log(f"ray: a trial needs {asked:g} {key}s and the cluster has {have:g} now; trials "
                 "wait until the autoscaler adds nodes (Ctrl-C stops the study)")
             continue
@@ -385,18 +375,19 @@ class OpenStudy:
 
 def open_study(
     name: str, storage: StudyStorage, params: Mapping[str, Any], *, resume: bool,
-    tracking_uri: str, log: Log,
+    tracking_uri: str, log: Log, tags: Mapping[str, str] | None = None,
 ) -> OpenStudy:  # fmt: skip
     """The study's MLflow parent run, re-opened on resume (its id and store are kept beside the
     results). A resumed study whose store does not hold its parent run (another
-    --tracking-uri, a copied folder) is recorded anew there, finished trials included."""
+    --tracking-uri, a copied folder) is recorded anew there, finished trials included. `tags`
+    (what the study trains on, say) go on the parent and every child run, beside the versions."""
     tracker = StudyTracker(name, tracking_uri)
     last = (storage.read_text(PARENT_RUN_FILE) or "").strip()
     if not resume and last and (closed := tracker.close_abandoned(last)):
         log(f"mlflow: the last launch of {name!r} (parent run {last}) was left running by a "
             f"driver that died; marked it and {closed - 1} of its trials KILLED")
     saved = last if resume else None
-    tags = environment_tags()
+    tags = {**environment_tags(), **(tags or {})}
     resumed = bool(saved) and tracker.reopen_study(saved)
     if saved and not resumed:
         log(f"mlflow: the parent run {saved} of {name!r} is not in {tracking_uri}; "

@@ -42,7 +42,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from kdtune.atomic import write_text
 from kdtune.config import ConfigError
 from kdtune.pareto import best_first
-from kdtune.simulate import expand
+from kdtune.reports import expand
 
 SCHEDULER_STATE = "scheduler_state.json"  # in the study folder
 _STATE_FILES: dict[str, Path] = {}  # study name -> where its scheduler keeps its rungs

@@ -23,7 +23,7 @@ import pickle
 import sqlite3
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,28 @@ class NSGAIISampler(optuna.samplers.NSGAIISampler):
 TPE_CONSTANT_LIAR = False
 
 
+def _tpe(spec: StudySpec, seed: int, startup: int, constant_liar: bool) -> Any:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
+                                      constant_liar=constant_liar)  # fmt: skip
+
+
+def _gp(spec: StudySpec, seed: int, startup: int, constant_liar: bool) -> Any:
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
+                                     warn_independent_sampling=False)  # fmt: skip
+
+
+def _nsga2(spec: StudySpec, seed: int, startup: int, constant_liar: bool) -> Any:
+    # generations of a few trials each, or a short search is all random
+    population = max(4, min(50, spec.num_samples // 3))
+    return NSGAIISampler(seed=seed, population_size=population)
+
+
+# config.SAMPLERS's names -> (spec, seed, random start-up trials, constant liar) -> the sampler
+SAMPLER_FACTORIES: dict[str, Callable[[StudySpec, int, int, bool], Any]] = {
+    "tpe": _tpe, "gp": _gp, "nsga2": _nsga2,
+}  # fmt: skip
+
+
 def make_sampler(spec: StudySpec, seed: int | None = None,
                  constant_liar: bool = TPE_CONSTANT_LIAR) -> Any:  # fmt: skip
     """The study's Optuna sampler, seeded by the study (or `seed`); each starts from random
@@ -166,15 +188,7 @@ def make_sampler(spec: StudySpec, seed: int | None = None,
     parameters are scoped by method, it models the method and samples the rest at random
     (Optuna warns on every trial; README, "The sampler", has the measurement)."""
     seed = spec.seed if seed is None else seed
-    startup = min(10, spec.num_samples)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
-                                         warn_independent_sampling=False)  # fmt: skip
-    if spec.sampler == "nsga2":  # generations of a few trials each, or a short search is random
-        population = max(4, min(50, spec.num_samples // 3))
-        return NSGAIISampler(seed=seed, population_size=population)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                      constant_liar=constant_liar)  # fmt: skip
+    return SAMPLER_FACTORIES[spec.sampler](spec, seed, min(10, spec.num_samples), constant_liar)
 
 
 def resumed_seed(seed: int, trials_so_far: int) -> int:
@@ -327,16 +341,18 @@ def rungs(spec: StudySpec) -> list[int]:
 
 
 def _rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
-    """A restored searcher's Optuna trials (by Tune trial id), bound to this launch's `study`,
-    and the study's other RUNNING trials: asked after the last save by a driver that then died,
-    no Tune trial knows them. The next trials take them over, configurations and all, so that
-    the Optuna study holds one trial per Tune trial, as an uninterrupted search would."""
+    """A restored searcher's Optuna trials (by Tune trial id; saved as Optuna trial ids, or by
+    an earlier kdtune as trials), bound to this launch's `study`, and the study's other RUNNING
+    trials: asked after the last save by a driver that then died, no Tune trial knows them. The
+    next trials take them over, configurations and all, so that the Optuna study holds one
+    trial per Tune trial, as an uninterrupted search would."""
     running = [trial._trial_id for trial in study.get_trials(
         deepcopy=False, states=[optuna.trial.TrialState.RUNNING])]  # fmt: skip
+    ids = {tid: getattr(saved, "_trial_id", saved) for tid, saved in asked.items()}
     # a trial the driver told Optuna about after the last save, before it died, is ended in
     # the storage already: Optuna refuses to be told twice
-    rebound = {tid: optuna.trial.Trial(study, trial._trial_id)
-               for tid, trial in asked.items() if trial._trial_id in running}  # fmt: skip
+    rebound = {tid: optuna.trial.Trial(study, trial_id)
+               for tid, trial_id in ids.items() if trial_id in running}  # fmt: skip
     kept = {trial._trial_id for trial in rebound.values()}
     return rebound, [trial_id for trial_id in running if trial_id not in kept]
 
@@ -380,12 +396,12 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
     Its objectives at the scheduler's rung epochs stay on the Optuna trial (`keep_rung_values`)."""
     from ray.tune.search import Searcher
 
-    from kdtune.simulate import expand, last_report
+    from kdtune.reports import expand, last_report
 
     class OptunaSearcher(Searcher):
         def __init__(self) -> None:
             # no metric for Tune to look for at a result's top level: kdtune's trainables send
-            # their metrics packed (simulate.REPORTS); the objectives are read from the reports
+            # their metrics packed (reports.REPORTS); the objectives are read from the reports
             super().__init__()
             self.objectives = list(study.metric_names)
             self.space, self.study = space, study
@@ -418,8 +434,12 @@ def optuna_searcher(space: DefineByRun, study: Any, rung_epochs: Sequence[int] =
             self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
 
         def save(self, checkpoint_path: str) -> None:
+            """The state without the Optuna study, whose trials are in its storage: pickled
+            with it (and with each asked trial, which holds it) the state grew with every trial
+            and was written at every snapshot of Tune's (340 KB at 288 trials)."""
+            asked = {tid: trial._trial_id for tid, trial in self.asked.items()}
             with open(checkpoint_path, "wb") as handle:
-                pickle.dump(self.__dict__, handle)
+                pickle.dump({**self.__dict__, "study": None, "asked": asked}, handle)
 
         def restore(self, checkpoint_path: str) -> None:
             """The state of the first launch, its running trials bound to this launch's study

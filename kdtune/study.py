@@ -367,8 +367,8 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
         params = study_params(spec, storage)
         if teacher is not None and teacher.checkpoint_sha256:
             params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
-        study = open_study(spec.name, storage, params, resume=resume,
-                           tracking_uri=uri, log=log)  # fmt: skip
+        study = open_study(spec.name, storage, params, resume=resume, tracking_uri=uri,
+                           log=log, tags=setup_tags(spec))  # fmt: skip
         if not study.resumed:
             _record_start(study, spec, data, teacher)
         return _fit_study(spec, study, _trainable(spec, data, teacher, logits),
@@ -406,7 +406,7 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
                           "of its own (the study script), or ray.init(num_gpus=...) with "
                           "enough") from None  # fmt: skip
     opened = open_study(spec.name, storage, study_params(spec, storage), resume=resume,
-                        tracking_uri=tracking_uri, log=log)  # fmt: skip
+                        tracking_uri=tracking_uri, log=log, tags=setup_tags(spec))  # fmt: skip
     context = SimulatedContext(
         blackbox=box, declarations=study_declarations(spec), epoch_s=spec.simulate_epoch_s,
         checkpoint_interval_s=spec.checkpoint_interval_s,
@@ -416,6 +416,12 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
                                     {"cpu": SIMULATED_CPUS, "gpu": spec.gpus_per_trial})
     return _fit_study(spec, opened, trainable, {}, resume=resuming, study_id=study_id,
                       question=question, log=log)  # fmt: skip
+
+
+def setup_tags(spec: StudySpec) -> dict[str, str]:
+    """What the study trains, as tags on its parent and every child run, which the runs table
+    can show and filter by."""
+    return {"dataset": spec.dataset, "teacher": spec.teacher, "student": spec.student}
 
 
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:

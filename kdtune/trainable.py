@@ -25,7 +25,7 @@ from kdtune.data import DatasetBundle
 from kdtune.engine import EpochEnd, fit, frozen, predict, resolve_device
 from kdtune.methods import METHODS, Method
 from kdtune.models import build_model
-from kdtune.simulate import tune_reporter
+from kdtune.reports import tune_reporter
 from kdtune.teacher import Teacher
 
 # metrics, then the resumable training state (None when nothing to checkpoint)

@@ -11,13 +11,13 @@ LAYERS = [
     {"config", "hparams", "atomic", "storage", "benchmark"},
     {"losses", "metrics", "pareto", "results", "plots", "blackbox"},
     {"data", "augment", "models"},
-    {"methods", "engine", "teacher", "selfdistill", "trainable", "simulate"},
+    {"methods", "engine", "teacher", "selfdistill", "trainable", "simulate", "reports"},
     {"tracking", "callback"},
     {"search", "scheduler", "importance", "runner", "outcome", "reseed", "study"},
     {"cli"},
 ]
 OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
-          "ray": {"trainable", "simulate", "callback", "search", "scheduler", "runner",
+          "ray": {"trainable", "simulate", "reports", "callback", "search", "scheduler", "runner",
                   "study"}}  # fmt: skip
 
 

@@ -168,3 +168,38 @@ def test_every_command_and_flag_of_kdtune_is_explained_in_its_help(tmp_path):
         flags = re.findall(r"^  (--[a-z-]+)(?: [A-Z_]+)?$\n(?! {10,}\S)", usage, re.M)
         assert flags == [], f"kdtune {command}: {flags} without help"
     assert "5000" in _run(["-m", "kdtune.cli", "ui", "--help"], tmp_path).stdout
+
+
+def test_each_registry_names_what_the_cli_offers_validates_and_builds(tmp_path):
+    """One table per kind of search component: each name has a factory, the spec accepts it and
+    nothing else, and a study script's --help offers it with its meaning."""
+    import dataclasses
+    import re
+
+    import optuna
+
+    import studies.temperature_sweep as study
+    from kdtune.config import IMPORTANCE_EVALUATORS, SAMPLERS, SCHEDULERS, ConfigError
+    from kdtune.importance import EVALUATOR_FACTORIES
+    from kdtune.search import SAMPLER_FACTORIES, make_sampler
+
+    assert set(SAMPLER_FACTORIES) == set(SAMPLERS)
+    assert set(EVALUATOR_FACTORIES) == set(IMPORTANCE_EVALUATORS)
+    for name in SAMPLERS:
+        sampler = make_sampler(dataclasses.replace(study.SPEC, sampler=name))
+        assert isinstance(sampler, optuna.samplers.BaseSampler)
+    for name, build in EVALUATOR_FACTORIES.items():
+        assert isinstance(build(0), optuna.importance.BaseImportanceEvaluator), name
+    for field, names in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS),
+                         ("importance_evaluator", IMPORTANCE_EVALUATORS)):  # fmt: skip
+        for name in names:
+            dataclasses.replace(study.SPEC, **{field: name})  # accepted
+        with pytest.raises(ConfigError, match=f"^{field}: must be one of"):
+            dataclasses.replace(study.SPEC, **{field: "nonesuch"})
+    script = Path(study.__file__).resolve()
+    usage = _run([str(script), "--help"], tmp_path).stdout
+    packed = "".join(usage.split())  # argparse wraps lines at spaces and hyphens
+    for flag, names in (("--sampler", SAMPLERS), ("--scheduler", SCHEDULERS)):
+        assert re.search(rf"{flag} {{{','.join(names)}}}", usage), flag
+        for name, meaning in names.items():
+            assert "".join(f"{name}: {meaning}".split()) in packed, name

@@ -165,11 +165,16 @@ def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_loc
     assert any("the search spent 24 trial-epochs, 100% of the 24" in line for line in lines)
 
 
-def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
+@pytest.mark.parametrize("saved_by", ["now", "kdtune before"])
+def test_a_resumed_searcher_skips_trials_told_after_its_last_save(saved_by, tmp_path):
     """A driver that dies after telling Optuna a trial ended, but before Tune saved the searcher,
     leaves that trial ended in optuna.db and running in the saved state: the resumed searcher
     must not tell it again (Optuna refuses), must still end the trials that are running, and
-    must hand the ones asked after the save, which no Tune trial knows, to its next trials."""
+    must hand the ones asked after the save, which no Tune trial knows, to its next trials.
+    The saved state holds Optuna trial ids, not the study (which grew it with every trial); a
+    state saved by an earlier kdtune, with the study and its trials pickled, still resumes."""
+    import pickle
+
     import optuna
 
     import studies.temperature_sweep as study
@@ -182,6 +187,10 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(tmp_path):
     for trial_id in ("a", "b", "c"):
         first.suggest(trial_id)
     first.save(str(tmp_path / "searcher.pkl"))
+    saved = pickle.loads((tmp_path / "searcher.pkl").read_bytes())
+    assert saved["study"] is None and all(type(v) is int for v in saved["asked"].values())
+    if saved_by == "kdtune before":
+        (tmp_path / "searcher.pkl").write_bytes(pickle.dumps(first.__dict__))
     asked_after_save = first.suggest("d")
     first.on_trial_complete("a", {"epoch": 2, "val_acc": 0.9, "val_ece": 0.05})
 

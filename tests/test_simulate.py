@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 from kdtune.blackbox import DEFAULT_PATH, METADATA_KEY, Axis, Blackbox
 from kdtune.config import Recipe
 from kdtune.methods import METHODS
-from kdtune.simulate import EPOCH_HISTORY, REPORTS, expand, last_report, replayed_reports
+from kdtune.reports import EPOCH_HISTORY, REPORTS, expand, last_report
+from kdtune.simulate import replayed_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "studies" / "temperature_sweep.py"

@@ -149,7 +149,8 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("### ") and "Pareto front" in note and "pareto.html" in note
     for row in result.front.to_pylist():
-        assert f"| `{row['run_name']}` | {row['val_acc']:.4f} |" in note
+        run = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+        assert f"| [`{row['run_name']}`]({run}) | {row['val_acc']:.4f} |" in note
     views = {k: json.loads(v) for k, v in experiment.tags.items()
              if k.startswith("mlflow.sharedViewState.")}  # fmt: skip
     assert {v["name"] for v in views.values()} == {"kdtune: all trials", "kdtune: Pareto front"}
@@ -171,6 +172,8 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         assert f"<title>{row['run_name']}\ntrial {row['trial_id']}" in html
     for row in result.table.to_pylist():
         child = client.get_run(row["mlflow_run_id"])
+        setup = {k: child.data.tags.get(k) for k in ("dataset", "teacher", "student")}
+        assert setup == {"dataset": "digits", "teacher": spec.teacher, "student": spec.student}
         words = child.info.run_name.split()
         assert words[0] == row["method"]
         assert f"T={float(child.data.params['temperature']):.3g}" in words
