@@ -49,6 +49,7 @@ from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, check_store, choose_store
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+CHECKPOINTS_KEPT = 2  # per trial: the last and the one before (see _tuner)
 STUDY_FILE = "study.json"  # the study's id and the spec of its first launch
 TRACKING_URI_FILE = "mlflow_tracking_uri"
 _T = TypeVar("_T")
@@ -424,8 +425,11 @@ def _tuner(
     storage: StudyStorage, *, resume: bool, max_failures: int, log: Log,
 ) -> tune.Tuner:  # fmt: skip
     path = storage.experiment_path
-    # Trials checkpoint every epoch and keep one checkpoint, so Tune snapshots the experiment
-    # state often; that is cheap and is what makes resume lose nothing: silence its warning.
+    # Tune forces a snapshot of every trial's state when a trial has made CHECKPOINTS_KEPT
+    # checkpoints since the last one (else the snapshot could name a checkpoint it deleted);
+    # with two kept, a trial checkpointing every checkpoint_interval_s rarely forces one beyond
+    # kdtune's paced ones (scheduler.SnapshotPacer), where with one kept each trial's end forced
+    # a snapshot whose cost grows with the study. Silence Tune's warning on frequent snapshots.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume and tune.Tuner.can_restore(path):
         log(f"study: resuming from {path}")
@@ -441,7 +445,7 @@ def _tuner(
             callbacks=[callback],
             verbose=0,  # kdtune prints one line per finished trial instead
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),
     )
 
