@@ -23,7 +23,7 @@ from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.runner import trial_rows
 from kdtune.search import grid_keys
 from kdtune.storage import StudyStorage
-from kdtune.tracking import StudyTracker
+from kdtune.tracking import StudyTracker, run_route
 from kdtune.trainable import BEST_ON_TEST
 
 SUMMARY_METRICS = ("val_acc", "val_ece", "test_acc", BEST_ON_TEST, "test_ece", "test_nll",
@@ -167,7 +167,7 @@ def run_link(row: Mapping[str, Any], experiment_id: str) -> str:
     name = f"`{row['run_name']}`"
     if not row.get("mlflow_run_id"):
         return name
-    return f"[{name}](#/experiments/{experiment_id}/runs/{row['mlflow_run_id']})"
+    return f"[{name}]({run_route(experiment_id, row['mlflow_run_id'])})"
 
 
 def _save_views(spec: StudySpec, tracker: StudyTracker,

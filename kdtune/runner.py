@@ -46,7 +46,7 @@ from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
 from kdtune.reports import last_report
 from kdtune.search import points_searcher, quiet_optuna
 from kdtune.storage import StudyStorage
-from kdtune.tracking import StudyTracker, check_store, choose_store
+from kdtune.tracking import StudyTracker, check_store, choose_store, run_route
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 CHECKPOINTS_KEPT = 2  # per trial: the last and the one before (see _tuner)
@@ -542,8 +542,8 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
 def closing_lines(result: StudyResult) -> str:
     """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
     local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
-    where = result.link or (f"#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
-                            "?workflowType=machine_learning")  # fmt: skip
+    where = result.link or (run_route(result.experiment_id, result.parent_run_id)
+                            + "?workflowType=machine_learning")  # fmt: skip
     lines = [f"\nThe study wrote, in {result.study_dir}:"]
     lines += [f"  {path.name}" for path in result.files]
     lines.append("and logged them on its MLflow parent run, with one child run per trial.")

@@ -201,6 +201,11 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+def run_route(experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's route (after the server's address) to one run's page."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def open_client(uri: str) -> MlflowClient:
     """An MlflowClient of `uri`: building one builds the store (MLflow keeps one per URI and
     process), so it is built under the store's lock."""
