@@ -19,7 +19,7 @@ is the driver's capacity:
   `run_study`'s return;
 - what was lost: child runs, val_acc points and rows missing against what the trials ran.
 
-    python -m bench.driver_scale            # 1,000 trials, 64 at once (~1 h on 2 cores)
+    python -m bench.driver_scale            # 1,000 trials, 64 at once (~8 min on 2 cores)
     python -m bench.driver_scale --quick    # 64 trials, 16 at once (CI)
 """
 
