@@ -228,6 +228,11 @@ def _hover(row: Mapping[str, Any], spec: StudySpec) -> str:
                       *scores])  # fmt: skip
 
 
+# MLflow keeps a tag's first 8,000 characters, and a description is a tag: a long front (a big
+# search's duplicated optima) would cut off everything below it, so the table shows this many
+FRONT_ROWS_SHOWN = 25
+
+
 def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table,
                 files: Sequence[Path], experiment_id: str) -> str:  # fmt: skip
     """The parent run's description (Markdown): the question, what ran, the front as a table,
@@ -239,10 +244,14 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
                                   "test_ece_ts"]))  # fmt: skip
     rows = [[run_link(r, experiment_id),
              *(f"{r[m]:.4f}" if r.get(m) is not None else "-" for m in metrics)]
-            for r in front.to_pylist()]  # fmt: skip
+            for r in front.to_pylist()[:FRONT_ROWS_SHOWN]]  # fmt: skip
+    more = front.num_rows - len(rows)
     front_table = "\n".join(["| run | " + " | ".join(f"`{m}`" for m in metrics) + " |",
                              "|---" * (len(metrics) + 1) + "|",
                              *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
+    if more > 0:
+        front_table += (f"\n\n... and {more} more runs on [the front]"
+                        f"({view_link(experiment_id, FRONT_VIEW)}).")  # fmt: skip
     names = [f"`{path.name}`" for path in files]
     simulated = [f"**Simulated**: no training; every trial replayed the curve measured for its "
                  f"configuration in the blackbox `{spec.simulate}` (its `simulated_config` and "

@@ -49,3 +49,23 @@ def test_the_reference_point_is_the_specs_else_each_objectives_worst():
     assert reference_point(fixed, points) == [0.5, 0.3]
     unbounded = StudySpec(objectives=(("val_acc", "max"), ("val_nll", "min")))
     assert reference_point(unbounded, points) == pytest.approx([0.0, 0.44])
+
+
+def test_a_long_front_fits_mlflows_description_with_a_link_to_the_rest():
+    # a big search's front can hold hundreds of runs (duplicated optima); MLflow keeps a tag's
+    # first 8,000 characters, and the description is one
+    import pyarrow as pa
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from kdtune.config import StudySpec
+    from kdtune.outcome import FRONT_ROWS_SHOWN, description
+
+    rows = [{"run_name": f"kd-temperature={i}", "mlflow_run_id": f"{i:032x}", "status":
+             "TERMINATED", "val_acc": 0.98, "val_ece": 0.02, "test_acc": 0.97, "test_ece": 0.03,
+             "test_ece_ts": 0.02} for i in range(400)]  # fmt: skip
+    table = pa.Table.from_pylist(rows)
+    text = description(StudySpec(), "", table, table, [], "7")
+    assert len(text) < MAX_TAG_VAL_LENGTH
+    assert text.count("#/experiments/7/runs/") == FRONT_ROWS_SHOWN
+    assert f"and {400 - FRONT_ROWS_SHOWN} more runs on [the front]" in text
+    assert text.rstrip().endswith("`reliability_test.png`.")  # what follows the table is kept
