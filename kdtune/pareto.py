@@ -9,7 +9,7 @@ import numpy as np
 Direction = str  # "max" or "min"
 
 
-def _as_minimisation(points: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
+def as_minimisation(points: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
     points = np.asarray(points, dtype=float)
     if points.ndim != 2 or points.shape[1] != len(directions):
         raise ValueError(
@@ -28,7 +28,7 @@ def pareto_front(points: np.ndarray, directions: Sequence[Direction]) -> np.ndar
     Row a dominates row b when a is no worse in every objective and strictly better in one.
     Rows with a NaN objective are never on the front. Duplicated optimal rows are all kept.
     """
-    costs = _as_minimisation(points, directions)
+    costs = as_minimisation(points, directions)
     finite = np.isfinite(costs).all(axis=1)
     on_front = finite.copy()
     for i in np.flatnonzero(finite):
@@ -42,8 +42,8 @@ def hypervolume_2d(
     points: np.ndarray, directions: Sequence[Direction], reference: Sequence[float]
 ) -> float:
     """Area dominated by the front and bounded by the reference point (2 objectives)."""
-    costs = _as_minimisation(points, directions)
-    ref = _as_minimisation(np.asarray([reference]), directions)[0]
+    costs = as_minimisation(points, directions)
+    ref = as_minimisation(np.asarray([reference]), directions)[0]
     front = costs[pareto_front(points, directions)]
     front = front[(front < ref).all(axis=1)]
     front = front[np.argsort(front[:, 0])]
@@ -58,7 +58,7 @@ def hypervolume_2d(
 def nondominated_ranks(points: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
     """Each row's non-dominated front: 0 for the Pareto front, 1 for the front of the rest, ...
     Rows with a non-finite objective come after every finite one."""
-    costs = _as_minimisation(points, directions)
+    costs = as_minimisation(points, directions)
     ranks = np.full(len(costs), len(costs), dtype=int)
     left = np.isfinite(costs).all(axis=1)
     rank = 0

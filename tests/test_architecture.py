@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "kdtune"
 LAYERS = [
     {"config", "hparams", "atomic", "storage", "benchmark"},
-    {"losses", "metrics", "pareto", "results", "plots", "blackbox"},
+    {"losses", "metrics", "pareto", "replicates", "results", "plots", "blackbox"},
     {"data", "augment", "models"},
     {"methods", "engine", "teacher", "selfdistill", "trainable", "simulate", "reports"},
     {"tracking", "callback"},
