@@ -88,7 +88,7 @@ def simulate_search(spec: StudySpec, blackbox: Blackbox, concurrency: int | None
         raise ValueError(f"{spec.name}: a replayed search needs the spec's reference_point, so "
                          "that hypervolumes compare across searches")  # fmt: skip
     # a name of its own: MO-ASHA keeps its rungs in the file registered under the study's name
-    # (scheduler.keep_state), which a real study of the same name run earlier in this process
+    # (storage.for_this_launch), which a real study of the same name run earlier in this process
     # would have left pointing into its own folder
     spec = dataclasses.replace(spec, name=f"{spec.name}-replayed-{next(_REPLAYS)}")
     declarations = study_declarations(spec)

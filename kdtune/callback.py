@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow.fs
 from ray import tune
@@ -23,6 +23,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from kdtune.config import one_line
 from kdtune.hparams import format_value
 from kdtune.reports import expand, last_report
+from kdtune.storage import ROUTE, this_launchs
 from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -82,17 +83,6 @@ class Route:
     # method -> the config keys that tell its trials apart, which name the child runs
     # ("kd T=4.2 w_kd=0.8"); "" for configs without a method
     label_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
-# experiment -> its route in this process. Tune pickles the callback with the experiment and, on
-# --resume, restores the pickled copy of the first launch: a route kept in the callback would
-# send a resumed study's runs to the old store. So the callback pickles only the experiment's
-# name and looks its route up here, where the study that is running now has put it.
-_ROUTES: dict[str, Route] = {}
-
-
-def route(experiment: str, where: Route) -> None:
-    _ROUTES[experiment] = where
 
 
 def step_key(report: Mapping[str, Any]) -> str:
@@ -180,7 +170,7 @@ def _clock(seconds: float) -> str:
 
 class TrackingCallback(tune.Callback):
     """Forwards every trial event to MLflow from the driver. Tune pickles it for resume; only the
-    experiment's name goes in the pickle (see `_ROUTES`).
+    experiment's name goes in the pickle (see `storage.for_this_launch`).
 
     A store that fails mid-study (a full disk, a server gone) does not stop the trials, which
     may be hours of GPU each: the callback says so once and goes on, and `reconcile` completes
@@ -202,7 +192,10 @@ class TrackingCallback(tune.Callback):
 
     @property
     def route(self) -> Route:
-        return _ROUTES[self.experiment]
+        where = this_launchs(ROUTE, self.experiment)
+        if where is None:
+            raise KeyError(f"no MLflow route for {self.experiment!r} in this launch")
+        return cast(Route, where)
 
     @property
     def tracker(self) -> StudyTracker:

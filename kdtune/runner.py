@@ -38,14 +38,13 @@ from kdtune.callback import (
     Route,
     TrackingCallback,
     reconcile,
-    route,
     stopped_at,
     trial_failure,
 )
 from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
 from kdtune.reports import last_report
 from kdtune.search import points_searcher, quiet_optuna
-from kdtune.storage import StudyStorage
+from kdtune.storage import ROUTE, StudyStorage, for_this_launch
 from kdtune.tracking import StudyTracker, check_store, choose_store, run_route
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
@@ -460,7 +459,7 @@ def fit_trials(
     KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised."""
     where = Route(study.tracker.tracking_uri, study.parent_id, study.tags, objectives,
                   tune_config.num_samples, label_keys)  # fmt: skip
-    route(name, where)
+    for_this_launch(ROUTE, name, where)
     status, unfinished = "FAILED", 0
     try:
         with _sigterm_stops_tune():

@@ -23,8 +23,8 @@ objectives, does not bite at the two or three objectives of a KD study.
 Tune does not keep a scheduler's state across --resume (it restores the scheduler as it was
 when the study began), so the scheduler keeps its rungs in a JSON file of the study folder,
 written after every decision and read back on its first decision after a resume. The file's
-place is looked up by study name in this process (`keep_state`), as the tracking callback's
-route is: a copied or moved study folder still finds its own.
+place is looked up by study name in this process (`storage.for_this_launch`), as the tracking
+callback's route is: a copied or moved study folder still finds its own.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -43,13 +43,9 @@ from kdtune.atomic import write_text
 from kdtune.config import ConfigError
 from kdtune.pareto import best_first
 from kdtune.reports import expand
+from kdtune.storage import RUNGS_FILE, this_launchs
 
 SCHEDULER_STATE = "scheduler_state.json"  # in the study folder
-_STATE_FILES: dict[str, Path] = {}  # study name -> where its scheduler keeps its rungs
-
-
-def keep_state(study: str, path: Path) -> None:
-    _STATE_FILES[study] = path
 
 
 def check_state_file(path: Path) -> None:
@@ -191,7 +187,7 @@ class MultiObjectiveAsha(SnapshotOnChange):
         self._load()
         judged = sum(len(record) for record in self.recorded.values())
         decision = self._judge(trial_id, reports)
-        path = _STATE_FILES.get(self.study)
+        path = cast(Path | None, this_launchs(RUNGS_FILE, self.study))
         if path is not None and sum(len(r) for r in self.recorded.values()) > judged:
             self.save(str(path))  # only when a rung took a decision
         return decision
@@ -235,7 +231,7 @@ class MultiObjectiveAsha(SnapshotOnChange):
         self.recorded = {int(rung): record for rung, record in state["recorded"].items()}
 
     def _load(self) -> None:
-        path = _STATE_FILES.get(self.study)
+        path = cast(Path | None, this_launchs(RUNGS_FILE, self.study))
         if not self.loaded and path is not None and path.exists():
             self.restore(str(path))
         self.loaded = True

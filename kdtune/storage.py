@@ -12,6 +12,23 @@ from pathlib import Path
 
 import pyarrow.fs
 
+# What this launch of a study uses, by kind and study name. Tune pickles a study's callback and
+# scheduler with the experiment and, on --resume, restores the copies of the first launch: a
+# store or a file they held would be where the study was then (another folder, another store).
+# So they pickle only the study's name and look up here what the running launch has put.
+_THIS_LAUNCH: dict[tuple[str, str], object] = {}
+ROUTE, RUNGS_FILE = "route", "rungs_file"  # the tracking callback's MLflow route; MO-ASHA's rungs
+
+
+def for_this_launch(kind: str, study: str, value: object) -> None:
+    _THIS_LAUNCH[kind, study] = value
+
+
+def this_launchs(kind: str, study: str) -> object | None:
+    """What `for_this_launch` put for the study, or None."""
+    return _THIS_LAUNCH.get((kind, study))
+
+
 LOCAL_MIRROR = Path(".kdtune")  # local copies of a remote study's outputs, in the working folder
 
 

@@ -60,7 +60,7 @@ from kdtune.runner import (
     study_lock,
     trials_config,
 )
-from kdtune.scheduler import SCHEDULER_STATE, check_state_file, keep_state
+from kdtune.scheduler import SCHEDULER_STATE, check_state_file
 from kdtune.search import (
     check_optuna_storage,
     fixed_values,
@@ -75,7 +75,7 @@ from kdtune.search import (
     study_claim,
 )
 from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
-from kdtune.storage import StudyStorage
+from kdtune.storage import RUNGS_FILE, StudyStorage, for_this_launch
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
@@ -438,7 +438,7 @@ def _fit_study(spec: StudySpec, study: OpenStudy, trainable: Any,
     tune_config = trials_config(searcher, spec.trial_count, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
-        keep_state(spec.name, study.storage.local_dir / SCHEDULER_STATE)
+        for_this_launch(RUNGS_FILE, spec.name, study.storage.local_dir / SCHEDULER_STATE)
         log(f"study: MO-ASHA judges trials at epochs {rungs(spec)} and lets on the best "
             f"1/{spec.reduction_factor:g} at each" if rungs(spec) else "study: MO-ASHA has no "
             f"rung below epochs / reduction_factor = {spec.recipe.epochs / spec.reduction_factor:g}"

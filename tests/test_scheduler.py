@@ -18,9 +18,9 @@ from kdtune.scheduler import (
     SNAPSHOT_GAP,
     MultiObjectiveAsha,
     SnapshotOnChange,
-    keep_state,
     rung_epochs,
 )
+from kdtune.storage import RUNGS_FILE, for_this_launch
 
 OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
 
@@ -87,7 +87,7 @@ def test_a_trial_stopped_at_a_rung_stays_stopped_when_it_reports_that_rung_again
 
 def test_the_rungs_survive_a_resume_through_the_state_file(tmp_path):
     straight = MultiObjectiveAsha("straight", OBJECTIVES, 4, 1, 2)
-    keep_state("resumed", tmp_path / "scheduler_state.json")
+    for_this_launch(RUNGS_FILE, "resumed", tmp_path / "scheduler_state.json")
     first = MultiObjectiveAsha("resumed", OBJECTIVES, 4, 1, 2)
     for trial, acc, ece in (("a", 0.9, 0.1), ("b", 0.8, 0.2)):
         assert _judge(straight, trial, acc, ece) == _judge(first, trial, acc, ece)

@@ -105,13 +105,13 @@ def test_a_real_studys_tpe_has_the_chosen_constant_liar(tmp_path):
 def test_a_replay_keeps_clear_of_a_real_study_of_the_same_name(box, tmp_path):
     """MO-ASHA finds its rungs' file by the study's name; a real study run earlier in the same
     process (another test, a notebook) leaves that name pointing into its folder."""
-    from kdtune.scheduler import keep_state
+    from kdtune.storage import RUNGS_FILE, for_this_launch
 
     spec = dataclasses.replace(study.SPEC, num_samples=12)
     alone = simulate_search(spec, box)
     theirs = tmp_path / "scheduler_state.json"
     theirs.write_text('{"rungs": [1], "passed": {}, "recorded": {"1": {}}}')  # other rungs
-    keep_state(spec.name, theirs)
+    for_this_launch(RUNGS_FILE, spec.name, theirs)
     after = simulate_search(spec, box)
     assert after.configs == alone.configs and after.final == alone.final
     assert theirs.read_text() == '{"rungs": [1], "passed": {}, "recorded": {"1": {}}}'
