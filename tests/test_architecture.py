@@ -1,21 +1,34 @@
-"""docs/architecture.md's import rules, checked on the source: layers only import downwards,
-and MLflow, Optuna and Ray stay in the modules that own them."""
+"""docs/architecture.md's import rules, checked on the source: its layer table places every
+module, layers only import downwards, each layer's third-party column names what its modules
+import, and MLflow, Optuna and Ray stay in the modules that own them."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "kdtune"
-LAYERS = [
-    {"config", "hparams", "atomic", "storage", "benchmark"},
-    {"losses", "metrics", "pareto", "replicates", "results", "plots", "blackbox"},
-    {"data", "augment", "models"},
-    {"methods", "engine", "teacher", "selfdistill", "trainable", "simulate", "reports"},
-    {"tracking", "callback"},
-    {"search", "scheduler", "importance", "runner", "outcome", "reseed", "study"},
-    {"cli"},
-]
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "kdtune"
+
+
+def _layer_table() -> list[tuple[set[str], set[str]]]:
+    """docs/architecture.md's layer table, top down: (modules, third-party libraries) a row.
+    The libraries are the column's names, less what parentheses say of them."""
+    rows = []
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) != 4 or not re.fullmatch(r"\d+ .+", cells[0]):
+            continue
+        modules = set(re.findall(r"`(\w+)`", cells[1]))
+        named = re.sub(r"\([^)]*\)", "", cells[3])
+        libraries = {part.split()[0] for part in re.split(r",| and ", named) if part.strip()}
+        rows.append((modules, libraries))
+    return rows
+
+
+LAYERS = [modules for modules, _ in _layer_table()]
 OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
           "ray": {"trainable", "simulate", "reports", "callback", "search", "scheduler", "runner",
                   "study"}}  # fmt: skip
@@ -71,3 +84,14 @@ def test_mlflow_optuna_and_ray_stay_in_their_modules():
         for library, owners in OWNERS.items():
             if library in roots:
                 assert path.stem in owners, f"{path.stem} imports {library}"
+
+
+def _third_party(path: Path) -> set[str]:
+    roots = {name.split(".")[0] for name in _imports(path)}
+    return roots - set(sys.stdlib_module_names) - {"kdtune", "__future__"}
+
+
+def test_each_layers_third_party_column_names_what_its_modules_import():
+    for modules, libraries in _layer_table():
+        imported = set().union(*(_third_party(PACKAGE / f"{m}.py") for m in modules))
+        assert imported == libraries, f"{sorted(modules)}: import {sorted(imported)}"
