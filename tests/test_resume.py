@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -139,3 +140,36 @@ def test_a_study_started_again_without_resume_closes_the_run_a_dead_driver_left_
     assert "RUNNING" not in {r.info.status for r in runs}
     parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+
+
+SAVED_STUDY = ROOT / "tests" / "data" / "saved_study_64f0812.tar.gz"
+
+
+def test_a_study_saved_by_kdtune_before_runner_was_split_resumes(tmp_path):
+    """The study folder of the default search (`temperature_sweep.py --smoke-test --name saved
+    --num-samples 6 --epochs 9`), Ctrl-C'd after 3 trials by kdtune at commit 64f0812, before
+    runner.py was split into rooms (issue #26): Tune pickled its state with the names of that
+    code. Resumed from a folder it was not saved in, into a new MLflow store, it ends with its 6
+    trials, each configuration once, every trial that had ended as it was saved."""
+    with tarfile.open(SAVED_STUDY) as archive:
+        archive.extractall(tmp_path / "ray", filter="data")
+    folder = tmp_path / "ray" / "saved"
+    ended = {r["trial_id"]: r for r in pq.read_table(folder / "results.parquet").to_pylist()
+             if r["val_acc"] is not None}  # fmt: skip
+    assert len(ended) == 3
+    command = [sys.executable, str(ROOT / "studies" / "temperature_sweep.py"), "--smoke-test",
+               "--name", "saved", "--num-samples", "6", "--epochs", "9", "--storage",
+               str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+               "--resume"]  # fmt: skip
+    resumed = run(command, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = pq.read_table(folder / "results.parquet").to_pylist()
+    assert len(rows) == 6 and {r["status"] for r in rows} <= {"TERMINATED", "STOPPED"}
+    assert len({tuple(r.get(k) for k in ("method", *SEARCHED)) for r in rows}) == 6
+    by_id = {r["trial_id"]: r for r in rows}
+    for trial_id, saved in ended.items():
+        assert {k: by_id[trial_id][k] for k in ("val_acc", "val_ece", "stopped_at")} == {
+            k: saved[k] for k in ("val_acc", "val_ece", "stopped_at")}
+    parents, children = record(f"sqlite:///{tmp_path / 'mlflow.db'}", "saved")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(by_id)
