@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ray.tune.execution.tune_controller import TuneController
 
     import studies.temperature_sweep as study
-    from kdtune.runner import set_verbosity
+    from kdtune.cluster import set_verbosity
     from kdtune.study import run_study
 
     if args.quick:

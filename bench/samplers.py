@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     import studies.temperature_sweep as study
-    from kdtune.runner import set_verbosity
+    from kdtune.cluster import set_verbosity
 
     spec = study.SPEC
     if args.quick:

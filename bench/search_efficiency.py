@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     import studies.temperature_sweep as study
-    from kdtune.runner import set_verbosity
+    from kdtune.cluster import set_verbosity
 
     spec = dataclasses.replace(read_spec(args.spec) if args.spec else study.SPEC, **{
         key: value for key, value in (("grace_period", args.grace_period),

@@ -13,6 +13,7 @@ import errno
 import importlib.util
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from kdtune.config import (
     PROTOCOLS,
@@ -34,10 +35,13 @@ from kdtune.config import (
     StudyFailed,
     StudyInterrupted,
     StudySpec,
-    benchmark_recipe,
+    benchmark_recipes,
     one_line,
 )
 from kdtune.hparams import format_value
+
+if TYPE_CHECKING:
+    from kdtune.runner import StudyResult
 
 _T = TypeVar("_T")
 
@@ -311,9 +315,8 @@ def spec_from_args(args: argparse.Namespace, spec: StudySpec, smoke: StudySpec) 
         changes["search"] = {**base.search, **args.search}
     bases = {name: getattr(base, name) for name in recipes}
     if changes.get("protocol") == "cifar_benchmark" != base.protocol:  # its preset recipes
-        models = {"recipe": "student", "teacher_recipe": "teacher"}
-        bases = {name: benchmark_recipe(changes.get(model, getattr(base, model)))
-                 for name, model in models.items()}  # fmt: skip
+        bases = benchmark_recipes(**{model: changes.get(model, getattr(base, model))
+                                     for model in ("student", "teacher")})  # fmt: skip
         if args.smoke_test:  # still a few seconds of training
             bases = {name: dataclasses.replace(recipe, epochs=getattr(base, name).epochs)
                      for name, recipe in bases.items()}  # fmt: skip
@@ -353,6 +356,28 @@ def _traceback_note() -> str:
     return f" (traceback: {path})"
 
 
+def closing_lines(result: StudyResult) -> str:
+    """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
+    from kdtune.tracking import run_route  # MLflow: only once a study has run
+
+    local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
+    where = result.link or (run_route(result.experiment_id, result.parent_run_id)
+                            + "?workflowType=machine_learning")  # fmt: skip
+    lines = [f"\nThe study wrote, in {result.study_dir}:"]
+    lines += [f"  {path.name}" for path in result.files]
+    lines.append("and logged them on its MLflow parent run, with one child run per trial.")
+    if local:
+        lines.append(f"See them:  kdtune ui --tracking-uri {shlex.quote(result.tracking_uri)}   "
+                     "then open "
+                     f"http://127.0.0.1:5000/{where}")  # fmt: skip
+    else:
+        lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")
+    if (result.study_dir / "optuna.db").exists():
+        lines.append(f"The search's Optuna study is in optuna.db there:  kdtune dashboard "
+                     f"{shlex.quote(str(result.study_dir))}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def run_study_script(
     spec: StudySpec, smoke: StudySpec, argv: Sequence[str] | None = None, description: str = "",
     report: Callable[[StudySpec, Any], Any] | None = None,
@@ -367,7 +392,7 @@ def run_study_script(
 
     def run() -> Any:
         study_spec = spec_from_args(args, spec, smoke)
-        from kdtune.runner import closing_lines, set_verbosity
+        from kdtune.cluster import set_verbosity
         from kdtune.study import run_study
 
         set_verbosity(args.verbose)
@@ -398,7 +423,7 @@ def _run(args: argparse.Namespace) -> None:
                    "(README), or run a study script for its defaults")  # fmt: skip
 
     def run() -> None:
-        from kdtune.runner import closing_lines, set_verbosity
+        from kdtune.cluster import set_verbosity
         from kdtune.study import run_study
 
         set_verbosity(args.verbose)

@@ -12,12 +12,15 @@ import dataclasses
 import difflib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kdtune.hparams import Declarations
+
+
+Log = Callable[[str], None]  # where a study's lines go (print, or a test's list)
 
 
 class ConfigError(ValueError):
@@ -155,6 +158,12 @@ def benchmark_recipe(model: str) -> Recipe:
     for MobileNetV2 and ShuffleNets), weight decay 5e-4, batch 64, x0.1 at 150, 180 and 210."""
     return Recipe(epochs=240, batch_size=64, lr=0.01 if model in SMALL_LR_STUDENTS else 0.05,
                   optimizer="sgd", schedule="step", weight_decay=5e-4)  # fmt: skip
+
+
+def benchmark_recipes(student: str, teacher: str) -> dict[str, Recipe]:
+    """The cifar_benchmark protocol's preset, by the spec's field: what a spec file or the flags
+    say of `recipe` and `teacher_recipe` applies over these."""
+    return {"recipe": benchmark_recipe(student), "teacher_recipe": benchmark_recipe(teacher)}
 
 
 @dataclass(frozen=True)
@@ -404,9 +413,9 @@ class StudySpec:
                 raise _unknown_key_error(str(key), valid, "study spec")
             values[key] = _parse_spec_value(key, value)
         if values.get("protocol") == "cifar_benchmark":  # the preset, under what the file says
-            for key, model in (("recipe", "student"), ("teacher_recipe", "teacher")):
-                default = next(f.default for f in fields(cls) if f.name == model)
-                base = benchmark_recipe(values.get(model, default))
+            models = {f.name: values.get(f.name, f.default) for f in fields(cls)
+                      if f.name in ("student", "teacher")}  # fmt: skip
+            for key, base in benchmark_recipes(**models).items():
                 values[key] = dataclasses.replace(base, **raw.get(key, {}))
         return cls(**values)
 

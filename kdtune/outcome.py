@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kdtune import atomic, plots, results
-from kdtune.callback import run_name
+from kdtune.callback import FINISHED_STATES, run_name, stopped_at, trial_failure
 from kdtune.config import StudySpec
 from kdtune.hparams import Declarations, by_name
 from kdtune.metrics import worst_value
 from kdtune.pareto import hypervolume_2d, pareto_front
-from kdtune.runner import trial_rows
+from kdtune.reports import last_report
 from kdtune.search import grid_keys
 from kdtune.storage import StudyStorage
 from kdtune.tracking import StudyTracker, run_route
@@ -301,3 +301,20 @@ def config_label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
     settings = [f"{k}={values[k]:.4g}" if isinstance(values[k], float) else f"{k}={values[k]}"
                 for k in keys[1:] if values.get(k) is not None]  # fmt: skip
     return " ".join([str(values["method"]), *settings])
+
+
+def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per Tune trial: its config, its last metrics, its status (TERMINATED: it ran its
+    budget; STOPPED: the scheduler stopped it at `stopped_at`, its metrics those of that epoch;
+    ERROR; UNFINISHED: an interrupted study left it running) and its child run's id."""
+    rows = []
+    for trial in trials:
+        metrics = {k: v for k, v in last_report(trial.last_result).items() if k != "config"}
+        status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
+        stopped = stopped_at(trial)
+        rows.append({**trial.config, **metrics, "trial_id": trial.trial_id,
+                     "status": "STOPPED" if stopped is not None else status,
+                     "stopped_at": stopped,
+                     "error": trial_failure(trial) if status == "ERROR" else None,
+                     "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
+    return rows

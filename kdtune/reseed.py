@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from kdtune import plots, results
-from kdtune.config import StudySpec
+from kdtune.config import Log, StudySpec
 from kdtune.hparams import Declarations
 from kdtune.outcome import grid_summary
 from kdtune.pareto import pareto_front
-from kdtune.runner import Log, StudyResult
+from kdtune.runner import StudyResult
 from kdtune.search import grid_keys, varied_names
 
 

@@ -1,5 +1,6 @@
-"""Trials on Ray Tune with their record in MLflow: the one place that starts Ray, builds the Tuner
-and opens a study's MLflow parent run.
+"""Trials on Ray Tune with their record in MLflow: the one place that builds the Tuner and opens
+a study's MLflow parent run (Ray itself is started by `kdtune.cluster`, the study folder guarded
+by `kdtune.storage`).
 
 `fit_trials` runs any trainable under a tracking callback and closes the parent run; `run_study`
 (kdtune.study, KD searches and grids) and `run_trials` (below: any function trainable over
@@ -8,20 +9,10 @@ explicit configs, such as the self-distillation study) are its two callers.
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import json
-import logging
-import math
 import os
-import shlex
 import signal
-import socket
-import stat
 import subprocess
-import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,27 +23,32 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from ray import tune
 
-from kdtune import atomic, cluster_in_sight, results
+from kdtune import atomic, results
 from kdtune.callback import (
     FINISHED_STATES,
     Route,
     TrackingCallback,
     reconcile,
-    stopped_at,
-    trial_failure,
 )
-from kdtune.config import ConfigError, StudyFailed, StudyInterrupted, one_line
-from kdtune.reports import last_report
-from kdtune.search import points_searcher, quiet_optuna
-from kdtune.storage import ROUTE, StudyStorage, for_this_launch
-from kdtune.tracking import StudyTracker, check_store, choose_store, run_route
+from kdtune.cluster import check_resources, init_ray
+from kdtune.config import ConfigError, Log, StudyFailed, StudyInterrupted, one_line
+from kdtune.outcome import trial_rows
+from kdtune.search import PointsSearcher
+from kdtune.storage import (
+    ROUTE,
+    StudyStorage,
+    check_resume_safe,
+    check_tune_state,
+    check_writable,
+    for_this_launch,
+    study_lock,
+)
+from kdtune.tracking import StudyTracker, check_store, choose_store
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 CHECKPOINTS_KEPT = 2  # per trial: the last and the one before (see _tuner)
-STUDY_FILE = "study.json"  # the study's id and the spec of its first launch
 TRACKING_URI_FILE = "mlflow_tracking_uri"
 _T = TypeVar("_T")
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,201 +98,6 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def on_cluster() -> bool:
-    """A Ray cluster will run the trials: RAY_ADDRESS, `ray start` here, or Ray already joined."""
-    import ray
-
-    return cluster_in_sight() or ray.is_initialized()
-
-
-def set_verbosity(verbose: bool) -> None:
-    """Ray, Tune, MLflow and Optuna print their own notices between kdtune's lines (Ray's token
-    notice, Tune's experiment box and its TensorBoard hint, which points away from kdtune's
-    record, Optuna's "new study", MLflow's schema set-up); kdtune's own lines say what matters,
-    so those are quiet unless `verbose`. Errors always show."""
-    global _RAY_LOG_LEVEL
-    quiet_optuna(verbose)
-    if verbose:
-        _RAY_LOG_LEVEL = logging.INFO
-        return
-    _RAY_LOG_LEVEL = logging.ERROR  # ray.init sets Ray's own loggers to its `logging_level`
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter, silent at verbose=0
-    for name, level in (("ray", logging.ERROR), ("mlflow", logging.WARNING),
-                        ("alembic", logging.WARNING)):  # fmt: skip
-        logging.getLogger(name).setLevel(level)
-
-
-_RAY_LOG_LEVEL = logging.INFO
-
-
-def init_ray(log: Log, gpus: float = 0.0) -> None:
-    """Start (or join) Ray, unless this process has already. `gpus`: logical GPUs a Ray started
-    here declares (a simulated study's; a cluster, or a Ray already running, has its own)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False,
-                 logging_level=_RAY_LOG_LEVEL)  # fmt: skip
-    else:
-        # A local Ray binds to loopback only (see kdtune/__init__.py) and starts no dashboard.
-        declared = {"num_gpus": math.ceil(gpus)} if gpus and not cluster_in_sight() else {}
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=_RAY_LOG_LEVEL,
-                 **declared)  # fmt: skip
-    resources = ray.cluster_resources()
-    log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
-
-
-def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
-    """On a machine of its own (no cluster to join or grow), a trial that asks for more CPUs or
-    GPUs than the machine has would wait forever: said before the data, the teacher or Ray
-    (which would take minutes, hours for a CIFAR teacher, to reach the same answer)."""
-    if on_cluster():
-        return  # what a cluster has, Ray says once it answers (check_resources)
-    import torch
-
-    for name, key, asked, have in (
-        ("cpus_per_trial", "CPU", cpus_per_trial, os.cpu_count() or 1),
-        ("gpus_per_trial", "GPU", gpus_per_trial, torch.cuda.device_count()),
-    ):  # fmt: skip
-        if asked > have:
-            raise _too_much(name, key, asked, have)
-
-
-def _too_much(name: str, key: str, asked: float, have: float) -> ConfigError:
-    return ConfigError(f"{name}: a trial asks for {asked:g} {key}s, but this machine has "
-                       f"{have:g}; ask for at most {have:g} (--{name.replace('_', '-')}) or run "
-                       "on a cluster")  # fmt: skip
-
-
-def check_resources(cpus_per_trial: float, gpus_per_trial: float, log: Log) -> None:
-    """A trial that asks for more than Ray has would wait forever: on a fixed machine that is an
-    input error; on an autoscaling cluster it is what the autoscaler is for, so say so."""
-    import ray
-
-    total = ray.cluster_resources()
-    for name, key, asked in (("cpus_per_trial", "CPU", cpus_per_trial),
-                              ("gpus_per_trial", "GPU", gpus_per_trial)):  # fmt: skip
-        have = total.get(key, 0.0)
-        if asked <= have:
-            continue
-        if cluster_in_sight():  # whose autoscaler may add nodes
-            log(f"ray: a trial needs {asked:g} {key}s and the cluster has {have:g} now; trials "
-                "wait until the autoscaler adds nodes (Ctrl-C stops the study)")
-            continue
-        raise _too_much(name, key, asked, have)
-
-
-def on_study_device(
-    gpus_per_trial: float, device: str, work: Callable[..., _T], log: Log
-) -> Callable[..., _T]:
-    """`work` (teacher training, teacher logits; each takes `device` and `log`) here, or, for a
-    GPU study, as a Ray task on a GPU worker: a cluster's head node has no GPU, and a CIFAR
-    teacher would take days on its CPUs. A remote task cannot call back into this process's
-    `log`, so there it prints."""
-    if gpus_per_trial == 0:
-        return functools.partial(work, device=device, log=log)
-    import ray
-
-    init_ray(log)
-    remote = ray.remote(num_cpus=1, num_gpus=1)(work)
-
-    def run(*args: Any, **kwargs: Any) -> _T:
-        log(f"{work.__name__}: running on a GPU worker ...")
-        return ray.get(remote.remote(*args, **kwargs, log=print))
-
-    return run
-
-
-def ship_by_value(functions: Sequence[Callable[..., Any]]) -> None:
-    """Code defined outside kdtune (a method in a study script, a notebook, a test) reaches the
-    Ray workers by value: they need not be able to import the module that defines it."""
-    from ray import cloudpickle
-
-    for function in functions:
-        module = sys.modules.get(function.__module__)
-        if module is not None and module.__name__.split(".")[0] not in ("kdtune", "__main__"):
-            cloudpickle.register_pickle_by_value(module)
-
-
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".kdtune_write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"storage_path: cannot write to {str(folder)!r} ({error.strerror}); "
-                          "choose a writable folder with --storage") from None  # fmt: skip
-
-
-@contextmanager
-def study_lock(folder: Path, name: str) -> Iterator[None]:
-    """Hold the study folder for this process: a second study of the same name in the same
-    folder would share Tune's state and overwrite the results. The OS releases the lock when
-    the process ends, however it ends, so a crashed study can be resumed at once."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(f"name: study {name!r} is running already in {folder} ({holder}); "
-                              "wait for it to end, or give this one another --name") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def check_resume_safe(storage: StudyStorage) -> None:
-    """--resume unpickles Tune's state (tuner.pkl, the searcher's state) from the study folder,
-    so whoever can write there can run code as the user: refuse a local folder, or a file in
-    it, that another user owns or that group or others may write."""
-    if storage.remote:
-        return
-    folder = Path(storage.experiment_path)
-    if not folder.exists():
-        return
-    for path in (Path(storage.root), folder, *(p for p in folder.iterdir() if p.is_file())):
-        info = path.stat()
-        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if info.st_uid != os.getuid() or writable:
-            why = "another user owns it" if info.st_uid != os.getuid() else (
-                f"group or others may write it (mode {stat.filemode(info.st_mode)})")
-            raise ConfigError(f"storage_path: will not resume from {path}: {why}, and --resume "
-                              "loads pickled state from the study folder, which would run code "
-                              "as you; `chmod go-w` it (and check what is in it), or start the "
-                              "study anew without --resume")  # fmt: skip
-
-
-def check_tune_state(storage: StudyStorage, log: Log) -> None:
-    """Tune writes its experiment state in place, so a disk that fills up can cut it short, and
-    Tune then restarts the study from nothing. Set a damaged state aside when an older one is
-    there to fall back on; else say that this study cannot resume."""
-    folder = Path(storage.experiment_path)
-    states = sorted(folder.glob("experiment_state-*.json")) if not storage.remote else []
-    while states:
-        latest = states.pop()
-        try:
-            json.loads(latest.read_text())
-            return
-        except (ValueError, UnicodeDecodeError):
-            if not states:
-                raise ConfigError(f"storage_path: Tune's saved state {latest} is cut short (a "
-                                  "disk that filled up while Tune wrote it?), so this study "
-                                  "cannot resume; run it anew under another --name (what "
-                                  "finished is in results.parquet and MLflow)") from None
-            latest.rename(latest.with_name(latest.name + ".damaged"))
-            log(f"study: {latest.name} is cut short; resuming from the state saved before it")
-
-
 def prepare_storage(
     storage_path: str, name: str, tracking_uri: str | None, resume: bool, log: Log
 ) -> tuple[StudyStorage, str]:  # fmt: skip
@@ -317,20 +118,6 @@ def can_resume(storage: StudyStorage) -> bool:
     return tune.Tuner.can_restore(storage.experiment_path)
 
 
-def study_file(storage: StudyStorage) -> dict[str, Any] | None:
-    """The study folder's STUDY_FILE ({"id", "spec"}), or None where none was written (a study
-    that never started, or one started by a kdtune older than the file)."""
-    text = storage.read_text(STUDY_FILE)
-    if text is None:
-        return None
-    try:
-        return dict(json.loads(text))
-    except (ValueError, TypeError):
-        raise ConfigError(f"storage_path: {storage.experiment_path}/{STUDY_FILE} is damaged; "
-                          "move it away to resume without the checks it allows (the same "
-                          "spec, the study's own Optuna study)") from None  # fmt: skip
-
-
 def check_resumable(storage: StudyStorage, saved: Mapping[str, Any] | None,
                     changes: tuple[list[str], Mapping[str, Any]], log: Log) -> None:  # fmt: skip
     """--resume of a study that never ran, or with a spec that differs from its first launch's
@@ -349,19 +136,6 @@ def check_resumable(storage: StudyStorage, saved: Mapping[str, Any] | None,
         shown = ", ".join(f"{key} = {value!r}" for key, value in kept.items())
         log(f"study: a resume keeps the first launch's {shown} (Tune's saved settings); for "
             "more trials, start a study under another --name")
-
-
-def study_identity(saved: Mapping[str, Any] | None, resume: bool) -> str:
-    """The study's id: its folder's (a fresh start in the same folder replaces the same study),
-    else a new one; "" for a resumed study started by a kdtune older than STUDY_FILE."""
-    if saved is not None:
-        return str(saved["id"])
-    return "" if resume else uuid.uuid4().hex
-
-
-def keep_study_file(storage: StudyStorage, study_id: str, spec: Mapping[str, Any]) -> None:
-    atomic.write_text(storage.local_dir / STUDY_FILE, json.dumps({"id": study_id, "spec": spec}))
-    storage.publish(storage.local_dir / STUDY_FILE)
 
 
 @dataclass(frozen=True)
@@ -521,43 +295,6 @@ def _sigterm_stops_tune() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per Tune trial: its config, its last metrics, its status (TERMINATED: it ran its
-    budget; STOPPED: the scheduler stopped it at `stopped_at`, its metrics those of that epoch;
-    ERROR; UNFINISHED: an interrupted study left it running) and its child run's id."""
-    rows = []
-    for trial in trials:
-        metrics = {k: v for k, v in last_report(trial.last_result).items() if k != "config"}
-        status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
-        stopped = stopped_at(trial)
-        rows.append({**trial.config, **metrics, "trial_id": trial.trial_id,
-                     "status": "STOPPED" if stopped is not None else status,
-                     "stopped_at": stopped,
-                     "error": trial_failure(trial) if status == "ERROR" else None,
-                     "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
-    return rows
-
-
-def closing_lines(result: StudyResult) -> str:
-    """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
-    local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
-    where = result.link or (run_route(result.experiment_id, result.parent_run_id)
-                            + "?workflowType=machine_learning")  # fmt: skip
-    lines = [f"\nThe study wrote, in {result.study_dir}:"]
-    lines += [f"  {path.name}" for path in result.files]
-    lines.append("and logged them on its MLflow parent run, with one child run per trial.")
-    if local:
-        lines.append(f"See them:  kdtune ui --tracking-uri {shlex.quote(result.tracking_uri)}   "
-                     "then open "
-                     f"http://127.0.0.1:5000/{where}")  # fmt: skip
-    else:
-        lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")
-    if (result.study_dir / "optuna.db").exists():
-        lines.append(f"The search's Optuna study is in optuna.db there:  kdtune dashboard "
-                     f"{shlex.quote(str(result.study_dir))}")  # fmt: skip
-    return "\n".join(lines)
-
-
 def run_trials(
     name: str,
     trainable: Callable[[dict[str, Any]], None],
@@ -597,7 +334,7 @@ def _fit_points(
     cpus_per_trial: float, progress_metrics: Sequence[str], label_keys: Sequence[str], log: Log,
 ) -> StudyResult:  # fmt: skip
     storage = study.storage
-    tune_config = trials_config(points_searcher([dict(p) for p in points]), len(points),
+    tune_config = trials_config(PointsSearcher([dict(p) for p in points]), len(points),
                                 max_concurrent_trials)  # fmt: skip
 
     def post_process(trials: list[Any]) -> pa.Table:

@@ -22,7 +22,15 @@ from kdtune import plots, results
 from kdtune.benchmark import pair_defaults, with_pair_defaults
 from kdtune.blackbox import Blackbox
 from kdtune.callback import FINISHED_STATES
-from kdtune.config import ConfigError, StudySpec, resume_changes, spec_record
+from kdtune.cluster import (
+    check_local_resources,
+    check_resources,
+    init_ray,
+    on_cluster,
+    on_study_device,
+    ship_by_value,
+)
+from kdtune.config import ConfigError, Log, StudySpec, resume_changes, spec_record
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, check_dataset_files, load_dataset
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
@@ -40,24 +48,13 @@ from kdtune.models import MODELS, read_state_dict
 from kdtune.outcome import Outcome, config_label, format_tables, view_link, write_outcome
 from kdtune.reseed import rerun_front
 from kdtune.runner import (
-    Log,
     OpenStudy,
     StudyResult,
     can_resume,
-    check_local_resources,
-    check_resources,
     check_resumable,
     fit_trials,
-    init_ray,
-    keep_study_file,
-    on_cluster,
-    on_study_device,
     open_study,
     prepare_storage,
-    ship_by_value,
-    study_file,
-    study_identity,
-    study_lock,
     trials_config,
 )
 from kdtune.scheduler import SCHEDULER_STATE, check_state_file
@@ -75,7 +72,15 @@ from kdtune.search import (
     study_claim,
 )
 from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
-from kdtune.storage import RUNGS_FILE, StudyStorage, for_this_launch
+from kdtune.storage import (
+    RUNGS_FILE,
+    StudyStorage,
+    for_this_launch,
+    keep_study_file,
+    study_file,
+    study_identity,
+    study_lock,
+)
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
@@ -324,8 +329,26 @@ def _trainable(spec: StudySpec, data: DatasetBundle, teacher: Teacher | None,
 def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device: str,
              question: str, log: Log) -> StudyResult:  # fmt: skip
     """One study (a search or a grid), without the seed check: every check that the input
-    allows (spec, stores, study folder, resume, resources) runs before data, teacher or Ray;
-    the study folder is held until the end."""
+    allows (`_checked_start`) runs before data, teacher or Ray; the study folder is held until
+    the end."""
+    spec, storage, uri, study_id, resuming = _checked_start(spec, resume=resume,
+                                                            tracking_uri=tracking_uri, log=log)
+    with study_lock(storage.local_dir, spec.name):
+        if not resuming:
+            keep_study_file(storage, study_id, spec_record(spec))
+        shared = {"resume": resume, "resuming": resuming, "tracking_uri": uri,
+                  "study_id": study_id, "question": question, "log": log}  # fmt: skip
+        if spec.simulate:
+            return _simulated_study(spec, storage, **shared)
+        return _trained_study(spec, storage, device=device, **shared)
+
+
+def _checked_start(spec: StudySpec, *, resume: bool, tracking_uri: str | None,
+                   log: Log) -> tuple[StudySpec, StudyStorage, str, str, bool]:  # fmt: skip
+    """The spec (with its teacher-student pair's defaults, and what a resume keeps of the first
+    launch), the checked study folder and MLflow store, the study's id, and whether Tune resumes
+    a saved state: spec, dataset files, stores, folder, resume and the machine's resources are
+    checked before anything slow starts."""
     validate_spec(spec)
     if found := pair_defaults(spec):
         log(f"defaults of {spec.teacher} -> {spec.student} (official configs): "
@@ -348,32 +371,33 @@ def _run_one(spec: StudySpec, *, resume: bool, tracking_uri: str | None, device:
     if not spec.grid:
         check_optuna_storage(optuna_url(spec, storage))
         study_claim(spec, optuna_url(spec, storage), study_id, resume=resuming)
-    with study_lock(storage.local_dir, spec.name):
-        if not resuming:
-            keep_study_file(storage, study_id, spec_record(spec))
-        if spec.simulate:
-            return _simulated_study(spec, storage, resume=resume, resuming=resuming,
-                                    tracking_uri=uri, study_id=study_id, question=question,
-                                    log=log)  # fmt: skip
-        data = study_data(spec)
-        log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
-            f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
-        if not data.holdout:
-            log("protocol: cifar_benchmark: trained on every training image, no validation "
-                f"split; test_acc is the last epoch's, {BEST_ON_TEST} the best epoch's")
-        teacher, logits = _teacher(spec, data, storage, device, log)
-        init_ray(log)
-        check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
-        params = study_params(spec, storage)
-        if teacher is not None and teacher.checkpoint_sha256:
-            params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
-        study = open_study(spec.name, storage, params, resume=resume, tracking_uri=uri,
-                           log=log, tags=setup_tags(spec))  # fmt: skip
-        if not study.resumed:
-            _record_start(study, spec, data, teacher)
-        return _fit_study(spec, study, _trainable(spec, data, teacher, logits),
-                          teacher.metrics if teacher else {}, resume=resuming,
-                          study_id=study_id, question=question, log=log)  # fmt: skip
+    return spec, storage, uri, study_id, resuming
+
+
+def _trained_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, resuming: bool,
+                   tracking_uri: str, study_id: str, question: str, log: Log,
+                   device: str) -> StudyResult:  # fmt: skip
+    """A study of real trainings: the data, the teacher (trained or loaded here, or on a GPU
+    worker), Ray, the parent run, then the trials."""
+    data = study_data(spec)
+    log(f"data: {spec.dataset} train/val/test = {len(data.train)}/{len(data.val)}/"
+        f"{len(data.test)}, {data.num_classes} classes, shape {data.in_shape}")  # fmt: skip
+    if not data.holdout:
+        log("protocol: cifar_benchmark: trained on every training image, no validation "
+            f"split; test_acc is the last epoch's, {BEST_ON_TEST} the best epoch's")
+    teacher, logits = _teacher(spec, data, storage, device, log)
+    init_ray(log)
+    check_resources(spec.cpus_per_trial, spec.gpus_per_trial, log)
+    params = study_params(spec, storage)
+    if teacher is not None and teacher.checkpoint_sha256:
+        params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
+    study = open_study(spec.name, storage, params, resume=resume, tracking_uri=tracking_uri,
+                       log=log, tags=setup_tags(spec))  # fmt: skip
+    if not study.resumed:
+        _record_start(study, spec, data, teacher)
+    return _fit_study(spec, study, _trainable(spec, data, teacher, logits),
+                      teacher.metrics if teacher else {}, resume=resuming,
+                      study_id=study_id, question=question, log=log)  # fmt: skip
 
 
 def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, resuming: bool,

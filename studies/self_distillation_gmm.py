@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> pa.Table:
     def run():  # -> (GmmStudySpec, kdtune.runner.StudyResult); Ray is imported inside
         spec = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
         points = spec.points()  # validates every cell before Ray starts
-        from kdtune.runner import run_trials, set_verbosity
+        from kdtune.cluster import set_verbosity
+        from kdtune.runner import run_trials
         from kdtune.trainable import selfdistill_trainable
 
         set_verbosity(args.verbose)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> pa.Table:
     spec, result = guarded(run)
     files, metrics, summary = report(spec, result.table, result.study_dir)
     result.publish(files, metrics, summary=summary)
-    from kdtune.runner import closing_lines
+    from kdtune.cli import closing_lines
 
     print(closing_lines(result))
     return result.table

@@ -30,8 +30,8 @@ def _layer_table() -> list[tuple[set[str], set[str]]]:
 
 LAYERS = [modules for modules, _ in _layer_table()]
 OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
-          "ray": {"trainable", "simulate", "reports", "callback", "search", "scheduler", "runner",
-                  "study"}}  # fmt: skip
+          "ray": {"trainable", "simulate", "reports", "callback", "search", "scheduler", "cluster",
+                  "runner", "study"}}  # fmt: skip
 
 
 def _layer(module: str) -> int:

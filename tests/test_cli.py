@@ -143,7 +143,8 @@ def test_the_see_them_command_survives_a_store_path_with_spaces(tmp_path):
 
     import pyarrow as pa
 
-    from kdtune.runner import StudyResult, closing_lines
+    from kdtune.cli import closing_lines
+    from kdtune.runner import StudyResult
     from kdtune.storage import StudyStorage
 
     uri = f"sqlite:///{tmp_path / 'my studies' / 'mlflow.db'}"

@@ -9,7 +9,7 @@ import pytest
 from kdtune.cli import add_study_flags, spec_from_args
 from kdtune.config import ConfigError, Recipe, StudySpec
 from kdtune.methods import declarations
-from kdtune.search import grid_keys, grid_points, points_searcher
+from kdtune.search import PointsSearcher, grid_keys, grid_points
 
 
 def _grid_spec(**changes) -> StudySpec:
@@ -65,12 +65,12 @@ def test_grid_and_seeds_from_a_toml_table():
         StudySpec.from_dict({"seeds": [0.5]})
 
 
-def test_points_searcher_hands_out_points_in_order_and_resumes_where_it_stopped(tmp_path):
+def test_the_points_searcher_hands_out_points_in_order_and_resumes_where_it_stopped(tmp_path):
     points = [{"method": "ce", "seed": s} for s in range(3)]
-    searcher = points_searcher(points)
+    searcher = PointsSearcher(points)
     assert searcher.suggest("a") == points[0]
     searcher.save(str(tmp_path / "state.json"))
-    restored = points_searcher([])
+    restored = PointsSearcher([])
     restored.restore(str(tmp_path / "state.json"))
     assert json.loads((tmp_path / "state.json").read_text())["next_index"] == 1
     assert [restored.suggest(t) for t in "bcd"] == [points[1], points[2], "FINISHED"]

@@ -108,7 +108,7 @@ def test_a_tune_state_cut_short_is_named_instead_of_restarting_the_study(tmp_pat
     code, err = _main(study.main, argv, capsys)
     assert code == 2 and "experiment_state-2026-01-02_00-00-00.json is cut short" in err
     (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
-    from kdtune.runner import StudyStorage, check_tune_state
+    from kdtune.storage import StudyStorage, check_tune_state
 
     said = []
     check_tune_state(StudyStorage.of(str(tmp_path / "ray"), "cut"), said.append)

@@ -136,12 +136,14 @@ TRIALS, AT_ONCE = 32, 16
 @pytest.fixture(scope="module")
 def simulated_study(tmp_path_factory, blackbox_file):
     """The study script as a user runs it, in its own process (so its Ray is its own, started
-    with the GPUs it declares, whatever Ray this test session runs)."""
+    with the GPUs it declares, whatever Ray this test session runs). Epochs of 0.2 s: at 0.05 s
+    a trial stopped at a rung lasted under a second, less than a cold worker takes to start on
+    a loaded 2-core machine, and the trials could not be seen side by side."""
     folder = tmp_path_factory.mktemp("simulated")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     command = [sys.executable, str(SCRIPT), "--simulate", str(blackbox_file),
                "--gpus-per-trial", "1", "--max-concurrent-trials", str(AT_ONCE),
-               "--num-samples", str(TRIALS), "--simulate-epoch-s", "0.05",
+               "--num-samples", str(TRIALS), "--simulate-epoch-s", "0.2",
                "--name", "simulated", "--storage", str(folder / "ray"), "--tracking-uri", uri]
     out = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
