@@ -1,6 +1,8 @@
-"""What a finished KD study leaves behind: the results table (Parquet), its Pareto front (tags,
-table, static and interactive figures), the trade-off figure, the parent run's description, the
-printed tables, and the seed summaries of grid studies.
+"""What a finished KD study leaves behind: a row per trial, the results table (Parquet), its
+Pareto front (tags, table, static and interactive figures), the trade-off figure, the parent
+run's description, the printed tables, the seed summaries of grid studies, and a search's
+reports: which hyperparameters mattered, and what MO-ASHA spent and how far its rungs foresaw
+the end.
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ import pyarrow.compute as pc
 
 from kdtune import atomic, plots, results
 from kdtune.callback import FINISHED_STATES, run_name, stopped_at, trial_failure
-from kdtune.config import StudySpec
+from kdtune.config import Log, StudySpec
 from kdtune.hparams import Declarations, by_name
+from kdtune.importance import (
+    MIN_TRIALS,
+    format_agreement,
+    format_importances,
+    rung_agreement,
+    study_importances,
+)
 from kdtune.metrics import worst_value
 from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.reports import last_report
@@ -318,3 +327,45 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
                      "error": trial_failure(trial) if status == "ERROR" else None,
                      "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
     return rows
+
+
+def early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searched: Any,
+                          tracker: StudyTracker, log: Log) -> None:  # fmt: skip
+    """What MO-ASHA spent (the parent run's trial_epochs) and how well its rungs foresaw the
+    final ranking (rung_spearman_<objective>, one step per rung epoch), printed and logged."""
+    spent = sum(int(t.get("epoch") or 0) for t in trials)
+    full = sum(t["status"] == "TERMINATED" for t in trials)
+    budget = len(trials) * spec.recipe.epochs
+    log(f"\nMO-ASHA: {full} of {len(trials)} trials ran their {spec.recipe.epochs} epochs; the "
+        f"search spent {spent} trial-epochs, {spent / max(budget, 1):.0%} of the {budget} "
+        f"that running every trial in full would have")  # fmt: skip
+    tracker.log_study_metrics({"trial_epochs": spent})
+    rows = rung_agreement(searched, spec.objectives)
+    if not rows:
+        return
+    log(format_agreement(rows))
+    for row in rows:
+        tracker.log_study_metrics({f"rung_spearman_{row['objective']}": row["spearman"]},
+                                        step=row["epoch"])
+
+
+def importance_report(spec: StudySpec, searched: Any, tracker: StudyTracker,
+                      storage: StudyStorage, log: Log) -> list[Path]:  # fmt: skip
+    """Which hyperparameters mattered, per objective: printed, and as importance.parquet and
+    importance.png on the parent run."""
+    rows = study_importances(searched, spec.objectives, spec.importance_evaluator,
+                             seed=spec.seed)
+    if not rows:
+        log(f"\nimportance: fewer than {MIN_TRIALS} trials reached a common budget; no ranking")
+        return []
+    log(format_importances(rows))
+    folder = storage.local_dir
+    results.write_table(results.summary_table(rows), folder / "importance.parquet")
+    files = [folder / "importance.parquet",
+             plots.importance_panels(rows, path=folder / "importance.png",
+                                     title=f"{spec.name}: which hyperparameters mattered "
+                                           f"({rows[0]['evaluator']}, {rows[0]['trials']} "
+                                           f"trials at {rows[0]['budget']})")]  # fmt: skip
+    tracker.log_study_artifacts(files)
+    storage.publish(*files)
+    return files

@@ -139,18 +139,22 @@ def check_resumable(storage: StudyStorage, saved: Mapping[str, Any] | None,
 
 
 @dataclass(frozen=True)
-class OpenStudy:
+class ParentRun:
+    """A study's MLflow parent run, opened: the study's folder, the tracker that writes to its
+    store, the run's id and tags. (Words: "study" is kdtune's study, `optuna_study` Optuna's,
+    and a parent run MLflow's record of the study.)"""
+
     storage: StudyStorage
     tracker: StudyTracker
-    parent_id: str
+    run_id: str
     tags: dict[str, str]
     resumed: bool  # the parent run existed before (a --resume that found it)
 
 
-def open_study(
+def open_parent_run(
     name: str, storage: StudyStorage, params: Mapping[str, Any], *, resume: bool,
     tracking_uri: str, log: Log, tags: Mapping[str, str] | None = None,
-) -> OpenStudy:  # fmt: skip
+) -> ParentRun:  # fmt: skip
     """The study's MLflow parent run, re-opened on resume (its id and store are kept beside the
     results). A resumed study whose store does not hold its parent run (another
     --tracking-uri, a copied folder) is recorded anew there, finished trials included. `tags`
@@ -172,7 +176,7 @@ def open_study(
     atomic.write_text(storage.local_dir / TRACKING_URI_FILE, tracking_uri)
     storage.publish(storage.local_dir / PARENT_RUN_FILE, storage.local_dir / TRACKING_URI_FILE)
     log(f"mlflow: parent run {parent_id} in experiment {name!r} at {tracker.tracking_uri}")
-    return OpenStudy(storage, tracker, parent_id, tags, resumed)
+    return ParentRun(storage, tracker, parent_id, tags, resumed)
 
 
 def trial_folder(trial: Any) -> str:
@@ -224,36 +228,36 @@ def _tuner(
 
 
 def fit_trials(
-    study: OpenStudy, name: str, trainable: Any, tune_config: tune.TuneConfig,
+    parent: ParentRun, name: str, trainable: Any, tune_config: tune.TuneConfig,
     objectives: Sequence[str], *, resume: bool, max_failures: int, log: Log,
     post_process: Callable[[list[Any]], _T], label_keys: Mapping[str, Sequence[str]],
 ) -> _T:  # fmt: skip
     """Run the trials with the MLflow callback, complete every trial's record from Tune's
     (`callback.reconcile`), post-process Tune's trials, and close the parent run: FINISHED,
     KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised."""
-    where = Route(study.tracker.tracking_uri, study.parent_id, study.tags, objectives,
+    where = Route(parent.tracker.tracking_uri, parent.run_id, parent.tags, objectives,
                   tune_config.num_samples, label_keys)  # fmt: skip
     for_this_launch(ROUTE, name, where)
     status, unfinished = "FAILED", 0
     try:
         with _sigterm_stops_tune():
-            tuner = _tuner(name, trainable, tune_config, TrackingCallback(name), study.storage,
+            tuner = _tuner(name, trainable, tune_config, TrackingCallback(name), parent.storage,
                            resume=resume, max_failures=max_failures, log=log)  # fmt: skip
             grid = tuner.fit()
         trials = _trials(grid)
-        written = reconcile(trials, grid.filesystem, study.tracker, where)
+        written = reconcile(trials, grid.filesystem, parent.tracker, where)
         if written:
             log(f"mlflow: wrote {written} reports the record lacked, from Tune's own records")
         outcome = post_process(trials)
         unfinished = tune_config.num_samples - sum(t.status in FINISHED_STATES for t in trials)
         status = "KILLED" if unfinished else "FINISHED"
-        study.tracker.end_study(status)
+        parent.tracker.end_study(status)
     except KeyboardInterrupt:
-        _quietly(study.tracker.end_study, "KILLED")
+        _quietly(parent.tracker.end_study, "KILLED")
         raise StudyInterrupted(f"{name}: stopped before its trials ended; run the same "
                                "command with --resume to continue it") from None  # fmt: skip
     except Exception as error:
-        _quietly(study.tracker.end_study, "FAILED")  # the store may be what failed
+        _quietly(parent.tracker.end_study, "FAILED")  # the store may be what failed
         raise StudyFailed(f"{name}: {one_line(error)}; what Tune finished is kept: fix that "
                           "and run the same command with --resume") from error  # fmt: skip
     if unfinished:
@@ -318,37 +322,37 @@ def run_trials(
     with study_lock(storage.local_dir, name):
         init_ray(log)
         check_resources(cpus_per_trial, 0, log)
-        study = open_study(name, storage, params, resume=resume, tracking_uri=uri, log=log)
-        study.tracker.describe_study(f"### {question or name}\n\n{len(points)} trials, one per "
+        parent = open_parent_run(name, storage, params, resume=resume, tracking_uri=uri, log=log)
+        parent.tracker.describe_study(f"### {question or name}\n\n{len(points)} trials, one per "
                                      "configuration; the study's tables (`results.parquet`, "
                                      "`summary.parquet`) and figures are in Artifacts.")
-        return _fit_points(study, name, trainable, points, resume=resume,
+        return _fit_points(parent, name, trainable, points, resume=resume,
                            max_concurrent_trials=max_concurrent_trials,
                            cpus_per_trial=cpus_per_trial, progress_metrics=progress_metrics,
                            label_keys=label_keys, log=log)  # fmt: skip
 
 
 def _fit_points(
-    study: OpenStudy, name: str, trainable: Callable[[dict[str, Any]], None],
+    parent: ParentRun, name: str, trainable: Callable[[dict[str, Any]], None],
     points: Sequence[Mapping[str, Any]], *, resume: bool, max_concurrent_trials: int,
     cpus_per_trial: float, progress_metrics: Sequence[str], label_keys: Sequence[str], log: Log,
 ) -> StudyResult:  # fmt: skip
-    storage = study.storage
+    storage = parent.storage
     tune_config = trials_config(PointsSearcher([dict(p) for p in points]), len(points),
                                 max_concurrent_trials)  # fmt: skip
 
     def post_process(trials: list[Any]) -> pa.Table:
-        table = results.to_table(trial_rows(trials, study.tracker.trial_runs()))
+        table = results.to_table(trial_rows(trials, parent.tracker.trial_runs()))
         results.write_table(table, storage.local_dir / "results.parquet")
-        study.tracker.log_study_artifacts([storage.local_dir / "results.parquet"])
+        parent.tracker.log_study_artifacts([storage.local_dir / "results.parquet"])
         storage.publish(storage.local_dir / "results.parquet")
         return table
 
     log(f"study: {len(points)} trials, {max_concurrent_trials} at a time")
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial})
-    table = fit_trials(study, name, trainable, tune_config, progress_metrics, resume=resume,
+    table = fit_trials(parent, name, trainable, tune_config, progress_metrics, resume=resume,
                        max_failures=2, log=log, post_process=post_process,
                        label_keys={"": label_keys})  # fmt: skip
-    return StudyResult(table, table.slice(0, 0), storage.local_dir, study.parent_id, {}, storage,
-                       study.tracker.tracking_uri, study.tracker.experiment_id,
+    return StudyResult(table, table.slice(0, 0), storage.local_dir, parent.run_id, {}, storage,
+                       parent.tracker.tracking_uri, parent.tracker.experiment_id,
                        files=[storage.local_dir / "results.parquet"])  # fmt: skip

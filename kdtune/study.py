@@ -18,7 +18,7 @@ import ray
 import torch
 from ray import tune
 
-from kdtune import plots, results
+from kdtune import plots
 from kdtune.benchmark import pair_defaults, with_pair_defaults
 from kdtune.blackbox import Blackbox
 from kdtune.callback import FINISHED_STATES
@@ -35,25 +35,28 @@ from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, check_dataset_files, 
 from kdtune.engine import resolve_device
 from kdtune.hparams import Declarations, HParam, by_name
 from kdtune.importance import (
-    MIN_TRIALS,
-    format_agreement,
-    format_importances,
     load_study,
-    rung_agreement,
-    study_importances,
 )
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
 from kdtune.models import MODELS, read_state_dict
-from kdtune.outcome import Outcome, config_label, format_tables, view_link, write_outcome
+from kdtune.outcome import (
+    Outcome,
+    config_label,
+    early_stopping_report,
+    format_tables,
+    importance_report,
+    view_link,
+    write_outcome,
+)
 from kdtune.reseed import rerun_front
 from kdtune.runner import (
-    OpenStudy,
+    ParentRun,
     StudyResult,
     can_resume,
     check_resumable,
     fit_trials,
-    open_study,
+    open_parent_run,
     prepare_storage,
     trials_config,
 )
@@ -288,22 +291,22 @@ def study_params(spec: StudySpec, storage: StudyStorage) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value not in ((), [], {}, "")}
 
 
-def _record_start(study: OpenStudy, spec: StudySpec, data: DatasetBundle,
+def _record_start(parent: ParentRun, spec: StudySpec, data: DatasetBundle,
                   teacher: Teacher | None) -> None:  # fmt: skip
     """What the parent run says from the start: the data as an MLflow dataset input, and the
     teacher's headline metrics (all of them in teacher.json) and reliability diagram."""
     splits = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-    study.tracker.log_dataset(data.name, data.fingerprint(), splits)
+    parent.tracker.log_dataset(data.name, data.fingerprint(), splits)
     if teacher is None:
         return
-    study.tracker.log_study_metrics({k: v for k, v in teacher.metrics.items()
+    parent.tracker.log_study_metrics({k: v for k, v in teacher.metrics.items()
                                      if k in ("teacher_test_acc", "teacher_test_ece")})  # fmt: skip
     summary = {"model": spec.teacher, "checkpoint": teacher.path,
                "source_checkpoint": spec.teacher_checkpoint or None,
                "source_sha256": teacher.checkpoint_sha256 or None, **teacher.metrics}
-    study.tracker.log_file(study.parent_id, "teacher.json",
+    parent.tracker.log_file(parent.run_id, "teacher.json",
                            lambda path: path.write_text(json.dumps(summary, indent=2)))
-    study.tracker.log_file(study.parent_id, "reliability_teacher.png",
+    parent.tracker.log_file(parent.run_id, "reliability_teacher.png",
                              lambda path: plots.reliability_diagram(
                                  teacher.reliability, path=path,
                                  title=f"teacher {spec.teacher}, test split"))  # fmt: skip
@@ -391,11 +394,11 @@ def _trained_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, resu
     params = study_params(spec, storage)
     if teacher is not None and teacher.checkpoint_sha256:
         params["teacher_checkpoint_sha256"] = teacher.checkpoint_sha256
-    study = open_study(spec.name, storage, params, resume=resume, tracking_uri=tracking_uri,
+    parent = open_parent_run(spec.name, storage, params, resume=resume, tracking_uri=tracking_uri,
                        log=log, tags=setup_tags(spec))  # fmt: skip
-    if not study.resumed:
-        _record_start(study, spec, data, teacher)
-    return _fit_study(spec, study, _trainable(spec, data, teacher, logits),
+    if not parent.resumed:
+        _record_start(parent, spec, data, teacher)
+    return _fit_study(spec, parent, _trainable(spec, data, teacher, logits),
                       teacher.metrics if teacher else {}, resume=resuming,
                       study_id=study_id, question=question, log=log)  # fmt: skip
 
@@ -429,8 +432,8 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
                           f"GPUs the simulation declares ({error}); run the study in a process "
                           "of its own (the study script), or ray.init(num_gpus=...) with "
                           "enough") from None  # fmt: skip
-    opened = open_study(spec.name, storage, study_params(spec, storage), resume=resume,
-                        tracking_uri=tracking_uri, log=log, tags=setup_tags(spec))  # fmt: skip
+    parent = open_parent_run(spec.name, storage, study_params(spec, storage), resume=resume,
+                             tracking_uri=tracking_uri, log=log, tags=setup_tags(spec))  # fmt: skip
     context = SimulatedContext(
         blackbox=box, declarations=study_declarations(spec), epoch_s=spec.simulate_epoch_s,
         checkpoint_interval_s=spec.checkpoint_interval_s,
@@ -438,7 +441,7 @@ def _simulated_study(spec: StudySpec, storage: StudyStorage, *, resume: bool, re
     )  # fmt: skip
     trainable = tune.with_resources(tune.with_parameters(simulated_trainable, context=context),
                                     {"cpu": SIMULATED_CPUS, "gpu": spec.gpus_per_trial})
-    return _fit_study(spec, opened, trainable, {}, resume=resuming, study_id=study_id,
+    return _fit_study(spec, parent, trainable, {}, resume=resuming, study_id=study_id,
                       question=question, log=log)  # fmt: skip
 
 
@@ -453,16 +456,16 @@ def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
     return spec.optuna_storage or f"sqlite:///{storage.local_dir / 'optuna.db'}"
 
 
-def _fit_study(spec: StudySpec, study: OpenStudy, trainable: Any,
+def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
                teacher_metrics: Mapping[str, float], *, resume: bool, study_id: str,
                question: str, log: Log) -> StudyResult:  # fmt: skip
     declarations = study_declarations(spec)
-    url = optuna_url(spec, study.storage)
+    url = optuna_url(spec, parent.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
     tune_config = trials_config(searcher, spec.trial_count, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
-        for_this_launch(RUNGS_FILE, spec.name, study.storage.local_dir / SCHEDULER_STATE)
+        for_this_launch(RUNGS_FILE, spec.name, parent.storage.local_dir / SCHEDULER_STATE)
         log(f"study: MO-ASHA judges trials at epochs {rungs(spec)} and lets on the best "
             f"1/{spec.reduction_factor:g} at each" if rungs(spec) else "study: MO-ASHA has no "
             f"rung below epochs / reduction_factor = {spec.recipe.epochs / spec.reduction_factor:g}"
@@ -476,7 +479,7 @@ def _fit_study(spec: StudySpec, study: OpenStudy, trainable: Any,
     def finish(trials: list[Any]) -> tuple[Outcome, list[Path]]:
         """Everything the parent run holds at the end, before fit_trials marks it FINISHED (a
         driver killed in here leaves it RUNNING, and --resume writes it all again)."""
-        outcome = write_outcome(spec, trials, study.tracker, study.storage, declarations,
+        outcome = write_outcome(spec, trials, parent.tracker, parent.storage, declarations,
                                 labels, question)  # fmt: skip
         log(format_tables(outcome.table, outcome.front, declarations,
                           front_title=f"Pareto front over {objectives}"))  # fmt: skip
@@ -485,40 +488,21 @@ def _fit_study(spec: StudySpec, study: OpenStudy, trainable: Any,
                 t.status not in FINISHED_STATES for t in trials):  # fmt: skip
             return outcome, files  # an interrupted search: its importance comes with the rest
         searched = load_study(url, spec.name)
-        files += _importance(spec, searched, study, log)
+        files += importance_report(spec, searched, parent.tracker, parent.storage, log)
         if spec.early_stopping:
-            _early_stopping_report(spec, outcome.table.to_pylist(), searched, study, log)
+            early_stopping_report(spec, outcome.table.to_pylist(), searched, parent.tracker,
+                                  log)  # fmt: skip
         return outcome, files
 
     outcome, files = fit_trials(
-        study, spec.name, trainable, tune_config, objectives,
+        parent, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=finish,
     )  # fmt: skip
-    return StudyResult(outcome.table, outcome.front, study.storage.local_dir, study.parent_id,
-                       dict(teacher_metrics), study.storage,
-                       study.tracker.tracking_uri, study.tracker.experiment_id, files=files,
-                       link=view_link(study.tracker.experiment_id))  # fmt: skip
-
-
-def _early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searched: Any,
-                           study: OpenStudy, log: Log) -> None:  # fmt: skip
-    """What MO-ASHA spent (the parent run's trial_epochs) and how well its rungs foresaw the
-    final ranking (rung_spearman_<objective>, one step per rung epoch), printed and logged."""
-    spent = sum(int(t.get("epoch") or 0) for t in trials)
-    full = sum(t["status"] == "TERMINATED" for t in trials)
-    budget = len(trials) * spec.recipe.epochs
-    log(f"\nMO-ASHA: {full} of {len(trials)} trials ran their {spec.recipe.epochs} epochs; the "
-        f"search spent {spent} trial-epochs, {spent / max(budget, 1):.0%} of the {budget} "
-        f"that running every trial in full would have")  # fmt: skip
-    study.tracker.log_study_metrics({"trial_epochs": spent})
-    rows = rung_agreement(searched, spec.objectives)
-    if not rows:
-        return
-    log(format_agreement(rows))
-    for row in rows:
-        study.tracker.log_study_metrics({f"rung_spearman_{row['objective']}": row["spearman"]},
-                                        step=row["epoch"])
+    return StudyResult(outcome.table, outcome.front, parent.storage.local_dir, parent.run_id,
+                       dict(teacher_metrics), parent.storage,
+                       parent.tracker.tracking_uri, parent.tracker.experiment_id, files=files,
+                       link=view_link(parent.tracker.experiment_id))  # fmt: skip
 
 
 BENCHMARK_WARMUP_SHARE = 20 / 240  # DKD's warm-up in the CIFAR-100 benchmark's recipe
@@ -544,27 +528,6 @@ def warmup_notes(spec: StudySpec, declarations: Declarations) -> list[str]:
                              f"training (the benchmark: 20 of 240); to keep its share: "
                              f"--fixed {method}.warmup={scaled}")
     return notes
-
-
-def _importance(spec: StudySpec, searched: Any, study: OpenStudy, log: Log) -> list[Path]:
-    """Which hyperparameters mattered, per objective: printed, and as importance.parquet and
-    importance.png on the parent run."""
-    rows = study_importances(searched, spec.objectives, spec.importance_evaluator,
-                             seed=spec.seed)
-    if not rows:
-        log(f"\nimportance: fewer than {MIN_TRIALS} trials reached a common budget; no ranking")
-        return []
-    log(format_importances(rows))
-    folder = study.storage.local_dir
-    results.write_table(results.summary_table(rows), folder / "importance.parquet")
-    files = [folder / "importance.parquet",
-             plots.importance_panels(rows, path=folder / "importance.png",
-                                     title=f"{spec.name}: which hyperparameters mattered "
-                                           f"({rows[0]['evaluator']}, {rows[0]['trials']} "
-                                           f"trials at {rows[0]['budget']})")]  # fmt: skip
-    study.tracker.log_study_artifacts(files)
-    study.storage.publish(*files)
-    return files
 
 
 def run_study(
