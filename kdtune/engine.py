@@ -24,6 +24,7 @@ from torch import Tensor
 from kdtune import augment, metrics
 from kdtune.config import Recipe
 from kdtune.data import DatasetBundle
+from kdtune.hparams import RAMP_EPOCHS, with_role
 from kdtune.methods import Method, Network, StepBatch, TeacherFn
 
 # A NaN loss is caught within this many steps (one host sync each), and at every epoch's end.
@@ -185,7 +186,8 @@ class _Loop:
 
     def epoch(self, epoch: int) -> float:
         """One epoch of training; its mean loss (read from the device once per check window)."""
-        warmup = self.params.get("warmup", 0)
+        ramp = with_role(self.method.hparams, RAMP_EPOCHS)
+        warmup = self.params.get(ramp.name, 0) if ramp else 0
         # linear warm-up of the distillation terms over `warmup` epochs (counted from 1)
         kd_scale = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
         self.model.train()

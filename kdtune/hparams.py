@@ -21,6 +21,11 @@ from kdtune.config import ConfigError
 
 Value = float | int | bool | str
 KINDS = (float, int, bool, str)
+# What the training loop and the figures read of a hyperparameter beyond its value, declared
+# with it, so that they find it by what it does, never by its name:
+RAMP_EPOCHS = "ramp_epochs"  # the distillation terms are scaled by min(1, epoch / value)
+KD_TEMPERATURE = "kd_temperature"  # the distillation terms' softmax temperature (figures)
+ROLES = (RAMP_EPOCHS, KD_TEMPERATURE)
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,13 @@ class HParam:
     # None = held at its default unless a study searches it
     search: tuple[Any, ...] | None = None
     log: bool = False  # search a number on a log scale
+    role: str = ""  # one of ROLES, or none
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise TypeError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.role and self.role not in ROLES:
+            raise TypeError(f"{self.name}: role must be one of {ROLES}, got {self.role!r}")
         self.parse(self.default)
         if self.search is not None and self.kind in (float, int):
             low, high = self.search
@@ -104,6 +112,11 @@ class HParam:
 
 
 Declarations = Mapping[str, Sequence[HParam]]  # method -> the hyperparameters it takes
+
+
+def with_role(hparams: Sequence[HParam], role: str) -> HParam | None:
+    """The hyperparameter of a method that plays `role` (ROLES), if it declares one."""
+    return next((h for h in hparams if h.role == role), None)
 
 
 def by_name(declarations: Declarations) -> dict[str, list[tuple[str, HParam]]]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdtune import augment, losses
-from kdtune.hparams import HParam, Value
+from kdtune.hparams import KD_TEMPERATURE, RAMP_EPOCHS, HParam, Value
 
 Network = Callable[[Tensor], Tensor]  # inputs -> float32 logits
 TeacherFn = Network
@@ -70,7 +70,8 @@ class Method:
 # Methods take these with their own default (`.at`), its source and their search range.
 TEMPERATURE = HParam("temperature", float, 4.0, low=0.0, low_open=True, log=True,
                      meaning="softmax temperature T of the distillation terms (a base "
-                             "temperature on z-scored logits when logit_standardize is on)")
+                             "temperature on z-scored logits when logit_standardize is on)",
+                     role=KD_TEMPERATURE)
 W_CE = HParam("w_ce", float, 1.0, low=0.0,
               meaning="weight of the cross-entropy on the labels (mixed labels under mixup)")
 W_KD = HParam("w_kd", float, 1.0, low=0.0,
@@ -90,7 +91,7 @@ TOPK_WEIGHT = HParam("topk_weight", float, 2.0, low=0.0, low_open=True,
 TOPK_BIAS = HParam("topk_bias", float, 0.1, low=0.0,
                    meaning="shift of the scaled logits, as a fraction of mean(top-K) - "
                            "mean(others) (assumed form)")
-WARMUP = HParam("warmup", int, 0, low=0.0,
+WARMUP = HParam("warmup", int, 0, low=0.0, role=RAMP_EPOCHS,
                 meaning="epochs over which the distillation terms ramp linearly to full weight")
 W_TCKD = HParam("w_tckd", float, 1.0, low=0.0, log=True,
                 meaning="weight of DKD's target-class term TCKD (alpha in the paper)")

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from kdtune import atomic, plots, results
 from kdtune.callback import FINISHED_STATES, run_name, stopped_at, trial_failure
 from kdtune.config import Log, StudySpec
-from kdtune.hparams import Declarations, by_name
+from kdtune.hparams import KD_TEMPERATURE, Declarations, by_name, with_role
 from kdtune.importance import (
     MIN_TRIALS,
     format_agreement,
@@ -149,7 +149,7 @@ def write_outcome(
     atomic.write_text(folder / "pareto.txt",
                       results.format_table(front, summary_columns(table, declarations)) + "\n")
     files = [folder / name for name in ("results.parquet", "pareto.parquet", "pareto.txt")]
-    files += _figures(spec, rows, points, folder, tracker)
+    files += _figures(spec, rows, points, folder, tracker, declarations)
     tracker.log_study_artifacts(files)
     storage.publish(*files)
     finished = sum(r["status"] == "TERMINATED" for r in rows)
@@ -198,7 +198,7 @@ def _save_views(spec: StudySpec, tracker: StudyTracker,
 
 def _figures(
     spec: StudySpec, rows: list[dict[str, Any]], points: np.ndarray, folder: Path,
-    tracker: StudyTracker,
+    tracker: StudyTracker, declarations: Declarations,
 ) -> list[Path]:  # fmt: skip
     """The Pareto front of two objectives (PNG, and HTML to explore), with its hypervolume;
     test metrics against the KD temperature."""
@@ -218,10 +218,13 @@ def _figures(
         reference = reference_point(spec, points)
         tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode],
                                                                  reference)})  # fmt: skip
-    with_t = [r for r in finished if "temperature" in r and "test_acc" in r]
+    temperature = {method: declared.name for method, hparams in declarations.items()
+                   if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
+    with_t = [r for r in finished
+              if r.get(temperature.get(r["method"], "")) is not None and "test_acc" in r]
     if with_t:
         figures.append(plots.temperature_tradeoff(
-            [r["temperature"] for r in with_t],
+            [r[temperature[r["method"]]] for r in with_t],
             {k: [r[k] for r in with_t] for k in ("test_acc", "test_ece", "test_ece_ts")
              if k in with_t[0]},  # no *_ts without a validation split to fit T on
             [r["method"] for r in with_t], path=folder / "temperature_tradeoff.png",

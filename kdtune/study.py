@@ -33,7 +33,7 @@ from kdtune.cluster import (
 from kdtune.config import ConfigError, Log, StudySpec, resume_changes, spec_record
 from kdtune.data import DATASETS, EMBEDDED, DatasetBundle, check_dataset_files, load_dataset
 from kdtune.engine import resolve_device
-from kdtune.hparams import Declarations, HParam, by_name
+from kdtune.hparams import RAMP_EPOCHS, Declarations, HParam, by_name, with_role
 from kdtune.importance import (
     load_study,
 )
@@ -514,19 +514,20 @@ def warmup_notes(spec: StudySpec, declarations: Declarations) -> list[str]:
     leaves them below full weight for 19 of its 30 epochs), with the value that keeps the share."""
     epochs, notes = spec.recipe.epochs, []
     for method, hparams in declarations.items():
-        declared = next((h for h in hparams if h.name == "warmup"), None)
+        declared = with_role(hparams, RAMP_EPOCHS)
         if declared is None or search_range(spec, method, declared) is not None:
             continue
-        warmup = fixed_values(spec, method, hparams).get("warmup", declared.default)
+        name = declared.name
+        warmup = fixed_values(spec, method, hparams).get(name, declared.default)
         points = [p for p in spec.grid if p["method"] == method]
         scaled = max(1, round(epochs * BENCHMARK_WARMUP_SHARE))
-        for value in sorted({p.get("warmup", warmup) for p in points} or {warmup}):
+        for value in sorted({p.get(name, warmup) for p in points} or {warmup}):
             if value > scaled:
                 below = min(value - 1, epochs) / epochs  # the ramp is epoch / warmup, from 1
-                notes.append(f"note: {method}'s distillation terms ramp up over warmup = {value} "
+                notes.append(f"note: {method}'s distillation terms ramp up over {name} = {value} "
                              f"of {epochs} epochs, below full weight for {below:.0%} of the "
                              f"training (the benchmark: 20 of 240); to keep its share: "
-                             f"--fixed {method}.warmup={scaled}")
+                             f"--fixed {method}.{name}={scaled}")
     return notes
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from kdtune import augment, losses
 from kdtune.config import Recipe, StudySpec, TrialConfig
 from kdtune.engine import fit
+from kdtune.hparams import RAMP_EPOCHS, HParam
 from kdtune.methods import METHODS, WARMUP, Method, StepBatch, declarations, highest_entropy
 from kdtune.search import DefineByRun
 
@@ -217,7 +218,10 @@ def test_cutmixpick_with_teacher_entropy_trains_on_the_uncertain_half():
     assert torch.equal(picked, pool[chosen])
 
 
-def test_engine_ramps_distillation_weight_over_warmup_epochs(digits):
+@pytest.mark.parametrize("ramp", [WARMUP, HParam("ramp", int, 0, low=0.0, role=RAMP_EPOCHS,
+                                                  meaning="a ramp of another name")])
+def test_engine_ramps_distillation_weight_over_warmup_epochs(digits, ramp):
+    """The engine finds the ramp by its declared role, whatever the method calls it."""
     seen: dict[int, float] = {}
 
     def recording_step(student, teacher, batch, p):
@@ -227,10 +231,10 @@ def test_engine_ramps_distillation_weight_over_warmup_epochs(digits):
     from kdtune.models import build_model
 
     model = build_model("mlp", 10, digits.in_shape)
-    method = Method(recording_step, (WARMUP.at(4, "test"),), uses_teacher=False,
+    method = Method(recording_step, (ramp.at(4, "test"),), uses_teacher=False,
                     reference="test", summary="test")  # fmt: skip
     scales = []
-    fit(model, digits, method, {"warmup": 4}, Recipe(epochs=5, batch_size=2048),
+    fit(model, digits, method, {ramp.name: 4}, Recipe(epochs=5, batch_size=2048),
         on_epoch=lambda end: scales.append(seen[len(seen) - 1]))  # fmt: skip
     assert scales == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
 

@@ -49,6 +49,7 @@ def test_mlflow_holds_parent_and_one_child_per_trial(smoke_study):
         "pareto.parquet",
         "results.parquet",
         "reliability_teacher.png",
+        "temperature_tradeoff.png",  # the methods' hyperparameter of role KD_TEMPERATURE
     } <= parent_artifacts
 
 
