@@ -435,7 +435,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _pareto(args: argparse.Namespace) -> None:
-    from kdtune import results
+    from kdtune import tables
     from kdtune.methods import declarations
     from kdtune.outcome import format_tables
 
@@ -445,7 +445,7 @@ def _pareto(args: argparse.Namespace) -> None:
     if not path.exists():
         raise fail(f"results: no file {str(path)!r}; give a study folder or its results.parquet")
     try:
-        table = results.read_table(path)
+        table = tables.read_table(path)
         front = table.filter(table["pareto"])
     except Exception as error:  # damaged, or not a kdtune table
         raise fail(f"results: cannot read {str(path)!r} as a kdtune results table "

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdtune import atomic, plots, results
+from kdtune import atomic, plots, tables
 from kdtune.callback import FINISHED_STATES, run_name, stopped_at, trial_failure
 from kdtune.config import Log, StudySpec
 from kdtune.hparams import KD_TEMPERATURE, Declarations, by_name, with_role
@@ -98,8 +98,8 @@ def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, 
     the first objective, with what each abbreviation means."""
     columns = summary_columns(table, declarations)
     return "\n".join([
-        results.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"),
-        results.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):"),
+        tables.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"),
+        tables.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):"),
         legend(columns, declarations),
     ])  # fmt: skip
 
@@ -141,13 +141,13 @@ def write_outcome(
     for row in rows:
         row["run_name"] = run_name(row, label_keys)
     points = mark_front(rows, spec.objectives)
-    table = sort_by_objective(results.to_table(rows), spec.objectives[0])
+    table = sort_by_objective(tables.to_table(rows), spec.objectives[0])
     front = table.filter(pc.equal(table["pareto"], True))
-    results.write_table(table, folder / "results.parquet")
-    results.write_table(front, folder / "pareto.parquet")
+    tables.write_table(table, folder / "results.parquet")
+    tables.write_table(front, folder / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
     atomic.write_text(folder / "pareto.txt",
-                      results.format_table(front, summary_columns(table, declarations)) + "\n")
+                      tables.format_table(front, summary_columns(table, declarations)) + "\n")
     files = [folder / name for name in ("results.parquet", "pareto.parquet", "pareto.txt")]
     files += _figures(spec, rows, points, folder, tracker, declarations)
     tracker.log_study_artifacts(files)
@@ -295,7 +295,7 @@ def grid_summary(spec: StudySpec, table: pa.Table, metrics: Sequence[str]) -> li
     what its point sets ("mixup_kd alpha=0.5") in a `config` entry, in the grid's order."""
     keys = grid_keys(spec)
     rows = sorted(table.to_pylist(), key=lambda r: _grid_index(spec, r))
-    summary = results.seed_summary(rows, keys, metrics)
+    summary = tables.seed_summary(rows, keys, metrics)
     for entry in summary:
         index = _grid_index(spec, entry)
         point = spec.grid[index] if index < len(spec.grid) else {"method": entry["method"]}
@@ -363,7 +363,7 @@ def importance_report(spec: StudySpec, searched: Any, tracker: StudyTracker,
         return []
     log(format_importances(rows))
     folder = storage.local_dir
-    results.write_table(results.summary_table(rows), folder / "importance.parquet")
+    tables.write_table(tables.summary_table(rows), folder / "importance.parquet")
     files = [folder / "importance.parquet",
              plots.importance_panels(rows, path=folder / "importance.png",
                                      title=f"{spec.name}: which hyperparameters mattered "

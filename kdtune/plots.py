@@ -242,7 +242,7 @@ def errorbar_panels(
     log_x: bool = False,
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
-    """One panel per metric of a seed summary (`results.seed_summary`): mean +- std against
+    """One panel per metric of a seed summary (`tables.seed_summary`): mean +- std against
     `x`, one line per `group`. Groups without an `x` value (baselines such as the student
     alone) are drawn as a horizontal line with a +-std band; `curves` adds reference lines
     (e.g. a closed form) to every panel."""

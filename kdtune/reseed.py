@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kdtune import plots, results
+from kdtune import plots, tables
 from kdtune.config import Log, StudySpec
 from kdtune.hparams import Declarations
 from kdtune.outcome import grid_summary
@@ -65,7 +65,7 @@ def rerun_front(
         entry["front"] = bool(flag)
         row = searched.get(config_key(entry, keys), {})
         entry.update({f"search_{m}": row.get(m) for m in objectives})
-    log(results.format_summary(
+    log(tables.format_summary(
         summary, ["config", "front", *[f"search_{m}" for m in objectives]], metrics,
         title=f"\nSeed-averaged front (seeds {list(spec.reseed)}; search_*: the search's own "
               f"seed {spec.seed}):"))  # fmt: skip
@@ -76,7 +76,7 @@ def rerun_front(
 
 def _write(spec: StudySpec, summary: list[dict[str, Any]], means: np.ndarray,
            on_front: np.ndarray, folder: Path) -> list[Path]:  # fmt: skip
-    results.write_table(results.summary_table(summary), folder / "front_seeds.parquet")
+    tables.write_table(tables.summary_table(summary), folder / "front_seeds.parquet")
     files = [folder / "front_seeds.parquet"]
     objectives = [m for m, _ in spec.objectives]
     if len(objectives) == 2:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from ray import tune
 
-from kdtune import atomic, results
+from kdtune import atomic, tables
 from kdtune.callback import (
     FINISHED_STATES,
     Route,
@@ -74,7 +74,7 @@ class StudyResult:
         """A study script's own outputs (figures, figures of merit, and its `summary` rows as
         summary.parquet): onto the study's MLflow parent run and next to its other results."""
         if summary is not None:
-            results.write_table(results.summary_table(summary), self.study_dir / "summary.parquet")
+            tables.write_table(tables.summary_table(summary), self.study_dir / "summary.parquet")
             files = [*files, self.study_dir / "summary.parquet"]
         tracker = StudyTracker.of_run(self.tracking_uri, self.parent_run_id)
         tracker.log_study_artifacts(files)
@@ -342,8 +342,8 @@ def _fit_points(
                                 max_concurrent_trials)  # fmt: skip
 
     def post_process(trials: list[Any]) -> pa.Table:
-        table = results.to_table(trial_rows(trials, parent.tracker.trial_runs()))
-        results.write_table(table, storage.local_dir / "results.parquet")
+        table = tables.to_table(trial_rows(trials, parent.tracker.trial_runs()))
+        tables.write_table(table, storage.local_dir / "results.parquet")
         parent.tracker.log_study_artifacts([storage.local_dir / "results.parquet"])
         storage.publish(storage.local_dir / "results.parquet")
         return table

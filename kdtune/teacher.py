@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 import torch.nn as nn
 
-from kdtune import augment, metrics, results
+from kdtune import augment, metrics, tables
 from kdtune.atomic import atomic_path
 from kdtune.config import ConfigError, Recipe
 from kdtune.data import DatasetBundle
@@ -186,7 +186,7 @@ def get_train_logits(
     checkpoint, whose name already ties it to the data and the teacher's recipe."""
     path = Path(teacher.path).with_suffix(".train_logits.parquet")
     if path.exists():
-        table = results.read_table(path).sort_by("index")
+        table = tables.read_table(path).sort_by("index")
         flat = np.asarray(table["logits"].combine_chunks().flatten(), dtype=np.float32)
         logits = torch.from_numpy(flat.reshape(table.num_rows, -1).copy())
         if table["index"].to_pylist() != list(range(len(data.train))) or (
@@ -198,7 +198,7 @@ def get_train_logits(
         return logits
     logits = compute(teacher, data)
     column = pa.FixedSizeListArray.from_arrays(pa.array(logits.numpy().ravel()), logits.shape[1])
-    results.write_table(
+    tables.write_table(
         pa.table({"index": pa.array(np.arange(len(logits), dtype=np.int64)), "logits": column}),
         path,
     )

@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 from scipy import stats
 
-from kdtune import plots, results
+from kdtune import plots, tables
 from kdtune.augment import AUGMENTATIONS
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
@@ -89,7 +89,7 @@ def report(spec: StudySpec, result: StudyResult) -> dict:
     summary.sort(key=lambda e: e["t_stddev"])
     title = (f"\nT.stddev (teacher only) and the student after KD with each augmentation, "
              f"mean ± std over seeds {list(spec.trial_seeds)}:")  # fmt: skip
-    print(results.format_summary(summary, ["scheme"], ["t_stddev", *METRICS], title=title))
+    print(tables.format_summary(summary, ["scheme"], ["t_stddev", *METRICS], title=title))
     t_stddev = [e["t_stddev"] for e in summary]
     loss = [e["test_nll_mean"] for e in summary]
     correlation = {"pearson": float("nan"), "spearman": float("nan")}

@@ -23,7 +23,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from kdtune import results
+from kdtune import tables
 from kdtune.benchmark import published
 from kdtune.cli import run_study_script
 from kdtune.config import StudySpec, benchmark_recipe
@@ -81,7 +81,7 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
     print(f"\nCIFAR-100 benchmark, {spec.teacher} -> {spec.student}, {spec.recipe.epochs} epochs, "
           f"mean ± std over seeds {list(spec.trial_seeds)} (top-1 %; published: the pair's "
           "README tables, kdtune/benchmark.py):")  # fmt: skip
-    print(results.format_table(results.to_table(rows), columns))
+    print(tables.format_table(tables.to_table(rows), columns))
     result.publish([], summary=summary)
     return summary
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kdtune import plots, results
+from kdtune import plots, tables
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
 from kdtune.outcome import grid_summary
@@ -42,7 +42,7 @@ def report(spec: StudySpec, result: StudyResult) -> list[dict]:
         teacher[f"{metric}_mean"] = result.teacher_metrics.get(f"teacher_{metric}")
     title = (f"\n{spec.dataset}, {spec.teacher} -> {spec.student}, {spec.recipe.epochs} epochs, "
              f"mean ± std over seeds {list(spec.trial_seeds)}:")  # fmt: skip
-    print(results.format_summary([teacher, *summary], ["config"], METRICS, title=title))
+    print(tables.format_summary([teacher, *summary], ["config"], METRICS, title=title))
     folder = result.study_dir
     panels = ["test_acc", "test_ece", "test_ece_ts", "test_nll"]
     figure = plots.bar_panels(

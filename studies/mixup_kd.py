@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kdtune import plots, results
+from kdtune import plots, tables
 from kdtune.cli import run_study_script
 from kdtune.config import Recipe, StudySpec
 from kdtune.outcome import grid_summary
@@ -65,7 +65,7 @@ def _effect(summary: list[dict], method: str, baseline: str) -> str:
 def report(spec: StudySpec, result: StudyResult) -> list[dict]:
     summary = grid_summary(spec, result.table, METRICS)
     title = f"\nMean ± std over seeds {list(spec.trial_seeds)}:"
-    print(results.format_summary(summary, ["config"], METRICS, title=title))
+    print(tables.format_summary(summary, ["config"], METRICS, title=title))
     print("\nThe paper's claims at this scale (best alpha by test accuracy):")
     for method, baseline in (("mixup_kd", "ce"), ("mixup_kd", "kd"), ("mixup", "ce")):
         print("  " + _effect(summary, method, baseline))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kdtune import plots, results
+from kdtune import plots, tables
 from kdtune.cli import float_list, guarded, int_list, question_of
 from kdtune.selfdistill import GmmStudySpec, optimal_error_noiseless
 
@@ -52,9 +52,9 @@ def report(
     """Prints the tables; returns the figures, the figures of merit and the summary rows."""
     rows = table.to_pylist()
     balanced = [r for r in rows if r["setting"] == "balanced"]
-    by_alpha = results.seed_summary(balanced, ["alpha"],
+    by_alpha = tables.seed_summary(balanced, ["alpha"],
                                     list(VARIANTS.values()) + ["hard_es_stages"])  # fmt: skip
-    print(results.format_summary(by_alpha, ["alpha"], list(VARIANTS.values()),
+    print(tables.format_summary(by_alpha, ["alpha"], list(VARIANTS.values()),
                                  title=f"\nTest error by alpha (rho 0.5, theta {spec.theta}, "
                                        f"mean ± std over {len(spec.seeds)} seeds):"))  # fmt: skip
     gaps = []
@@ -72,16 +72,16 @@ def report(
                    "hard": r.get(f"hard_sd{t}_exact_error"),
                    "soft": r.get(f"soft_sd{t}_exact_error")}
                   for r in imbalanced for t in stages]  # fmt: skip
-    by_stage = results.seed_summary(stage_rows, ["setting", "stage"],
+    by_stage = tables.seed_summary(stage_rows, ["setting", "stage"],
                                     ["hard", "soft"])  # fmt: skip
     rho, theta, alpha, _ = spec.imbalance
-    print(results.format_summary(by_stage, ["setting", "stage"], ["hard", "soft"],
+    print(tables.format_summary(by_stage, ["setting", "stage"], ["hard", "soft"],
                                  title=f"\nImbalanced classes (rho {rho}, theta {theta}, alpha "
                                        f"{alpha}): test error by stage"))  # fmt: skip
     alphas = np.geomspace(min(spec.alphas), max(spec.alphas), 100)
     figures = [
         plots.errorbar_panels(
-            results.seed_summary(_long(balanced, VARIANTS, "alpha"), ["variant", "alpha"],
+            tables.seed_summary(_long(balanced, VARIANTS, "alpha"), ["variant", "alpha"],
                                  ["error"]),
             x="alpha", metrics=["error"], group="variant", log_x=True,
             path=folder / "sd_error_vs_alpha.png",

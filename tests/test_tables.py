@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kdtune import results
+from kdtune import tables
 
 
 def _rows():
@@ -20,7 +20,7 @@ def _rows():
 
 
 def test_table_keeps_names_as_text_numbers_as_floats_and_drops_lists():
-    table = results.to_table(_rows())
+    table = tables.to_table(_rows())
     assert table.schema.field("augmentation").type == "string"
     assert table.schema.field("alpha").type == "double"
     assert "bins" not in table.column_names
@@ -29,8 +29,8 @@ def test_table_keeps_names_as_text_numbers_as_floats_and_drops_lists():
 
 
 def test_seed_summary_by_hand():
-    rows = results.to_table(_rows()).to_pylist()  # through the table: what studies summarise
-    summary = results.seed_summary(rows, ["method", "alpha"], ["acc"])
+    rows = tables.to_table(_rows()).to_pylist()  # through the table: what studies summarise
+    summary = tables.seed_summary(rows, ["method", "alpha"], ["acc"])
     kd, ce = summary  # groups in the order of their first trial; the failed trial is left out
     assert (kd["method"], kd["alpha"], kd["n"]) == ("kd", 1.0, 2)
     assert kd["acc_mean"] == pytest.approx(0.85)
@@ -39,7 +39,7 @@ def test_seed_summary_by_hand():
 
 
 def test_format_summary_writes_mean_plus_minus_std():
-    summary = results.seed_summary(results.to_table(_rows()).to_pylist(), ["method"], ["acc"])
-    text = results.format_summary(summary, ["method"], ["acc"], title="t")
+    summary = tables.seed_summary(tables.to_table(_rows()).to_pylist(), ["method"], ["acc"])
+    text = tables.format_summary(summary, ["method"], ["acc"], title="t")
     assert "0.8500 ± 0.0707" in text and "0.7000" in text and text.startswith("t\n")
-    assert "no finished trials" in results.format_summary([], ["method"], ["acc"])
+    assert "no finished trials" in tables.format_summary([], ["method"], ["acc"])

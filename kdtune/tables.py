@@ -1,4 +1,5 @@
-"""The results table: one row per trial, written to and read from Parquet with pyarrow.
+"""Tables of rows: a study's results (one row per trial) and seed summaries, written to and read
+from Parquet with pyarrow, and printed as text.
 
 A column keeps its values' type: text (the fixed text columns, and hyperparameters whose values are
 names), bool (switches, flags), int64 (whole-number hyperparameters such as k, epochs, seeds) or
