@@ -204,3 +204,12 @@ def test_each_registry_names_what_the_cli_offers_validates_and_builds(tmp_path):
         assert re.search(rf"{flag} {{{','.join(names)}}}", usage), flag
         for name, meaning in names.items():
             assert "".join(f"{name}: {meaning}".split()) in packed, name
+    # the README's lists name each one, and no other
+    readme = (ROOT / "README.md").read_text()
+    rows = {flag: next(line for line in readme.splitlines() if line.startswith(f"| `{flag}`"))
+            for flag in ("--sampler", "--scheduler")}  # fmt: skip
+    evaluators = re.split(r"\.\s", readme[readme.index("The evaluators, by their spec name"):])[0]
+    for text, names in ((rows["--sampler"], SAMPLERS), (rows["--scheduler"], SCHEDULERS),
+                        (evaluators, IMPORTANCE_EVALUATORS)):  # fmt: skip
+        named = set(re.findall(r"`([a-z_0-9]+)`", text.split("|")[-2] if "|" in text else text))
+        assert named == set(names), (named, text)
