@@ -95,8 +95,8 @@ def sort_by_objective(table: pa.Table, objective: tuple[str, str]) -> pa.Table:
 def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, *,
                   front_title: str) -> str:  # fmt: skip
     """All trials and the front, as the terminal and `kdtune pareto` show them, best first by
-    the first objective, with what each abbreviation means."""
-    columns = summary_columns(table, declarations)
+    the first objective, with what each abbreviation of a shown column means."""
+    columns = [c for c in summary_columns(table, declarations) if c in table.column_names]
     return "\n".join([
         tables.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"),
         tables.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):"),

@@ -453,6 +453,14 @@ class OptunaSearcher(Searcher):
         self.study.sampler = make_sampler(spec, resumed_seed(spec.seed, trials))
 
 
+def tell_optuna_of(searcher: Any, attrs: Mapping[str, str]) -> None:
+    """Where a search's record is, as its Optuna study's user attributes (optuna-dashboard shows
+    them on the study's page); a grid has no Optuna study."""
+    if isinstance(searcher, OptunaSearcher):
+        for key, value in attrs.items():
+            searcher.study.set_user_attr(key, value)
+
+
 class PointsSearcher(Searcher):
     """A Tune searcher that hands out `points` in order, each as a whole trial config. (Tune's
     basic generator wants every key of every point declared in a shared param space, which

@@ -73,6 +73,7 @@ from kdtune.search import (
     rungs,
     search_range,
     study_claim,
+    tell_optuna_of,
 )
 from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
 from kdtune.storage import (
@@ -85,6 +86,7 @@ from kdtune.storage import (
     study_lock,
 )
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
+from kdtune.tracking import TRIAL_TAG
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
 
@@ -451,6 +453,17 @@ def setup_tags(spec: StudySpec) -> dict[str, str]:
     return {"dataset": spec.dataset, "teacher": spec.teacher, "student": spec.student}
 
 
+def mlflow_links(parent: ParentRun) -> dict[str, str]:
+    """Where the MLflow record of a search is, for its Optuna study: the store, the experiment,
+    the parent run, the UI's route to the runs, and the search that finds the run of an Optuna
+    trial (whose user attribute `tune_trial_id` fills it in)."""
+    tracker = parent.tracker
+    return {"mlflow_tracking_uri": tracker.tracking_uri,
+            "mlflow_experiment_id": tracker.experiment_id, "mlflow_parent_run_id": parent.run_id,
+            "mlflow_ui_route": view_link(tracker.experiment_id),
+            "mlflow_run_of_a_trial": f"tags.`{TRIAL_TAG}` = '<tune_trial_id>'"}  # fmt: skip
+
+
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
     """Where the search keeps its Optuna study: --optuna-storage, else the study folder's."""
     return spec.optuna_storage or f"sqlite:///{storage.local_dir / 'optuna.db'}"
@@ -462,6 +475,7 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     declarations = study_declarations(spec)
     url = optuna_url(spec, parent.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
+    tell_optuna_of(searcher, mlflow_links(parent))
     tune_config = trials_config(searcher, spec.trial_count, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:

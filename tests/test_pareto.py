@@ -69,3 +69,22 @@ def test_a_long_front_fits_mlflows_description_with_a_link_to_the_rest():
     assert text.count("#/experiments/7/runs/") == FRONT_ROWS_SHOWN
     assert f"and {400 - FRONT_ROWS_SHOWN} more runs on [the front]" in text
     assert text.rstrip().endswith("`reliability_test.png`.")  # what follows the table is kept
+
+
+def test_the_legend_explains_only_the_columns_the_tables_show():
+    import pyarrow as pa
+
+    from kdtune.outcome import format_tables
+    from kdtune.study import study_declarations
+    from kdtune.trainable import BEST_ON_TEST
+    from studies.temperature_sweep import SPEC
+
+    row = {"trial_id": "a", "method": "kd", "temperature": 2.0, "val_acc": 0.9, "val_ece": 0.1,
+           "test_acc": 0.9, "status": "TERMINATED", "pareto": True}  # fmt: skip
+    rows = [row, {**row, "trial_id": "b", "temperature": 4.0}]
+    declarations = study_declarations(SPEC)
+    without = pa.Table.from_pylist(rows)
+    text = format_tables(without, without, declarations, front_title="front")
+    assert "temperature:" in text and BEST_ON_TEST not in text
+    shown = pa.Table.from_pylist([{**r, BEST_ON_TEST: 0.95} for r in rows])
+    assert f"{BEST_ON_TEST}:" in format_tables(shown, shown, declarations, front_title="front")

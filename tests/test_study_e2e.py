@@ -144,6 +144,20 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert parent.data.params["objectives"] == "val_acc:max, val_ece:min"
     # where the search's Optuna study is, for optuna-dashboard (not an empty string)
     assert parent.data.params["optuna_storage"] == f"sqlite:///{result.study_dir / 'optuna.db'}"
+    # and back: the Optuna study names its MLflow record, and its search finds each trial's run
+    import optuna
+
+    searched = optuna.load_study(study_name=spec.name, storage=parent.data.params["optuna_storage"])
+    links = searched.user_attrs
+    assert (links["mlflow_parent_run_id"], links["mlflow_tracking_uri"]) == (
+        result.parent_run_id, result.tracking_uri)
+    assert links["mlflow_ui_route"].startswith(f"#/experiments/{parent.info.experiment_id}/runs")
+    for trial in searched.trials:
+        found = client.search_runs([parent.info.experiment_id], links["mlflow_run_of_a_trial"]
+                                   .replace("<tune_trial_id>", trial.user_attrs["tune_trial_id"]))
+        assert [r.info.run_id for r in found] == [
+            r["mlflow_run_id"] for r in result.table.to_pylist()
+            if r["trial_id"] == trial.user_attrs["tune_trial_id"]]
     assert "data_root" not in parent.data.params  # digits are embedded: no folder to name
     assert "teacher_test_acc" in parent.data.metrics
     assert "teacher_val_nll" not in parent.data.metrics  # the rest is in teacher.json
