@@ -207,13 +207,18 @@ def _figures(
     if len(spec.objectives) == 2 and finished:
         (x_name, x_mode), (y_name, y_mode) = spec.objectives
         on_front, groups = [r["pareto"] for r in rows], [r["method"] for r in rows]
+        stopped = [r["status"] == "STOPPED" for r in rows]
+        # every trial, a stopped one at the values it stopped with (`points` holds only the
+        # finished ones, which alone make the front and its hypervolume)
+        x, y = ([r.get(name) if r.get(name) is not None else np.nan for r in rows]
+                for name in (x_name, y_name))  # fmt: skip
         labels = {"x_label": plots.metric_label(x_name, x_mode),
-                  "y_label": plots.metric_label(y_name, y_mode)}  # fmt: skip
-        title = f"{spec.name}: {len(finished)} trials, the front ringed"
-        figures.append(plots.pareto_scatter(points[:, 0], points[:, 1], on_front, groups,
-                                            path=folder / "pareto.png", title=title, **labels))
-        figures.append(plots.pareto_html(points[:, 0], points[:, 1], on_front, groups,
-                                         [_hover(r, spec) for r in rows],
+                  "y_label": plots.metric_label(y_name, y_mode), "stopped": stopped}  # fmt: skip
+        early = f" ({sum(stopped)} stopped early, hollow)" if any(stopped) else ""
+        title = f"{spec.name}: {len(rows)} trials{early}, the front ringed"
+        figures.append(plots.pareto_scatter(x, y, on_front, groups, path=folder / "pareto.png",
+                                            title=title, **labels))  # fmt: skip
+        figures.append(plots.pareto_html(x, y, on_front, groups, [_hover(r, spec) for r in rows],
                                          path=folder / "pareto.html", title=title, **labels))
         reference = reference_point(spec, points)
         tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode],
@@ -235,8 +240,10 @@ def _figures(
 def _hover(row: Mapping[str, Any], spec: StudySpec) -> str:
     """A trial's hover text: its run name, status and objectives."""
     scores = [f"{m} = {row[m]:.4f}" for m, _ in spec.objectives if row.get(m) is not None]
+    ended = (f"stopped at epoch {row.get('stopped_at')}" if row["status"] == "STOPPED"
+             else row["status"].lower())  # fmt: skip
     return "\n".join([row["run_name"], f"trial {row['trial_id']}, "
-                      f"{'on the front' if row.get('pareto') else row['status'].lower()}",
+                      f"{'on the front' if row.get('pareto') else ended}",
                       *scores])  # fmt: skip
 
 

@@ -57,13 +57,20 @@ def _panel_row(count: int, height: float = 4.2) -> tuple[plt.Figure, Sequence[pl
 def pareto_scatter(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str], *,
     x_label: str, y_label: str, path: str | Path, title: str = "Pareto front",
+    stopped: Sequence[bool] = (),
 ) -> Path:  # fmt: skip
-    """All trials coloured by group (method); the front drawn as a line through its points."""
+    """All trials coloured by group (method), those `stopped` early hollow (at the values they
+    stopped with); the front drawn as a line through its points."""
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
+    early = np.asarray(stopped, bool) if len(stopped) else np.zeros(len(x), bool)
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    for group in sorted(set(groups)):
+    for i, group in enumerate(sorted(set(groups))):
         mask = np.array([g == group for g in groups])
-        ax.scatter(x[mask], y[mask], label=group, alpha=0.7)
+        ax.scatter(x[mask & ~early], y[mask & ~early], color=f"C{i % 10}", label=group, alpha=0.7)
+        if (mask & early).any():
+            ax.scatter(x[mask & early], y[mask & early], facecolors="none",
+                       edgecolors=f"C{i % 10}", alpha=0.7,
+                       label=f"{group}, stopped early")  # fmt: skip
     order = np.argsort(x[on_front])
     ax.plot(x[on_front][order], y[on_front][order], "k--o", mfc="none", ms=11, label="Pareto front")
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
@@ -100,6 +107,7 @@ def _svg_axes(x_ticks: np.ndarray, y_ticks: np.ndarray, x_label: str, y_label: s
 def pareto_html(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str],
     hover: Sequence[str], *, x_label: str, y_label: str, path: str | Path, title: str,
+    stopped: Sequence[bool] = (),
 ) -> Path:  # fmt: skip
     """The Pareto scatter as a page to explore: every trial a point whose tooltip (hover) holds
     its run name, hyperparameters and objectives, the front drawn and listed. Plain SVG, no
@@ -107,6 +115,7 @@ def pareto_html(
     from matplotlib.ticker import MaxNLocator
 
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
+    early = np.asarray(stopped, bool) if len(stopped) else np.zeros(len(x), bool)
     shown = np.isfinite(x) & np.isfinite(y)
     width, height, margin = 760, 520, 70
     x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
@@ -127,10 +136,11 @@ def pareto_html(
                    'stroke-dasharray="6,4"/>')  # fmt: skip
     for i in np.flatnonzero(shown):
         cx, cy = px(i)
-        ring = ' stroke="black" stroke-width="2"' if on_front[i] else ""
+        color = matplotlib.colors.to_hex(colors[groups[i]])
+        paint = (f'fill="white" stroke="{color}" stroke-width="1.5"' if early[i] else
+                 f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front[i] else ""))
         svg.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if on_front[i] else 5}" '
-                   f'fill="{matplotlib.colors.to_hex(colors[groups[i]])}"{ring} opacity="0.85">'
-                   f'<title>{_escape(hover[i])}</title></circle>')  # fmt: skip
+                   f'{paint} opacity="0.85"><title>{_escape(hover[i])}</title></circle>')
     for row, (group, color) in enumerate(colors.items()):
         svg.append(f'<circle cx="{width - 150}" cy="{margin / 2 + 14 + 18 * row}" r="5" '
                    f'fill="{matplotlib.colors.to_hex(color)}"/><text x="{width - 140}" '
@@ -141,7 +151,8 @@ def pareto_html(
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
             f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
             "<p>Hover a point for its run: name, hyperparameters, objectives. Ringed points "
-            f"are on the Pareto front, listed below.</p>{''.join(svg)}<h4>Pareto front</h4>"
+            "are on the Pareto front, listed below; hollow ones were stopped early by the "
+            f"scheduler, at the values they had then.</p>{''.join(svg)}<h4>Pareto front</h4>"
             f"<ul>{listed}</ul></body></html>")  # fmt: skip
     path = Path(path)
     with atomic_path(path) as temp:

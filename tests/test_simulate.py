@@ -160,6 +160,13 @@ def test_a_simulated_study_runs_on_declared_gpus_and_records_every_trial(simulat
     assert len(rows) == TRIALS
     assert {r["status"] for r in rows} <= {"TERMINATED", "STOPPED"}
     assert any(r["status"] == "TERMINATED" for r in rows)
+    # pareto.html: every trial a point, those MO-ASHA stopped hollow, at their stopping epoch
+    html = (simulated_study["folder"] / "pareto.html").read_text()
+    stopped = [r for r in rows if r["status"] == "STOPPED"]
+    assert stopped and f"{TRIALS} trials ({len(stopped)} stopped early, hollow)" in html
+    assert html.count('fill="white"') == len(stopped)
+    for row in stopped:
+        assert f"trial {row['trial_id']}, stopped at epoch {row['stopped_at']}" in html
     client = MlflowClient(simulated_study["uri"])
     experiment = client.get_experiment_by_name("simulated")
     parent = client.get_run((simulated_study["folder"] / "mlflow_parent_run_id").read_text())
