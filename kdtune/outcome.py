@@ -32,7 +32,7 @@ from kdtune.pareto import hypervolume_2d, pareto_front
 from kdtune.reports import last_report
 from kdtune.search import grid_keys
 from kdtune.storage import StudyStorage
-from kdtune.tracking import StudyTracker, run_route
+from kdtune.tracking import STOPPED_TAG, StudyTracker, run_route
 from kdtune.trainable import BEST_ON_TEST
 
 SUMMARY_METRICS = ("val_acc", "val_ece", "test_acc", BEST_ON_TEST, "test_ece", "test_nll",
@@ -187,8 +187,11 @@ def _save_views(spec: StudySpec, tracker: StudyTracker,
     names = dict.fromkeys(k for keys in label_keys.values() for k in keys)
     metrics = dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
                              "test_ece_ts"])  # fmt: skip
+    # MLflow has no status for a run stopped early (it is FINISHED): its stopping epoch is a
+    # column, empty for a trial that ran its budget
     columns = ["params.`method`", *(f"params.`{k}`" for k in names),
-               *(f"metrics.`{m}`" for m in metrics), "tags.`pareto`"]  # fmt: skip
+               *(f"metrics.`{m}`" for m in metrics), "tags.`pareto`",
+               f"tags.`{STOPPED_TAG}`"]  # fmt: skip
     metric, mode = spec.objectives[0]
     order = (f"metrics.`{metric}`", mode == "min")
     tracker.save_view(TRIALS_VIEW, "kdtune: all trials", "tags.`kdtune.trial_id` LIKE '%'",

@@ -173,6 +173,7 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         state = json.loads(view["state"])
         assert "metrics.`val_acc`" in state["selectedColumns"]
         assert "params.`temperature`" in state["selectedColumns"]
+        assert "tags.`kdtune.stopped_at_epoch`" in state["selectedColumns"]
         assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_acc`", False)
         shown = client.search_runs([experiment.experiment_id], state["searchFilter"])
         expected = result.table if "all" in view["name"] else result.front
