@@ -134,13 +134,8 @@ def pareto_html(
         points = " ".join(f"{a:.1f},{b:.1f}" for a, b in front)
         svg.append(f'<polyline points="{points}" fill="none" stroke="black" '
                    'stroke-dasharray="6,4"/>')  # fmt: skip
-    for i in np.flatnonzero(shown):
-        cx, cy = px(i)
-        color = matplotlib.colors.to_hex(colors[groups[i]])
-        paint = (f'fill="white" stroke="{color}" stroke-width="1.5"' if early[i] else
-                 f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front[i] else ""))
-        svg.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if on_front[i] else 5}" '
-                   f'{paint} opacity="0.85"><title>{_escape(hover[i])}</title></circle>')
+    svg += [_svg_trial(px(i), matplotlib.colors.to_hex(colors[groups[i]]), on_front[i], early[i],
+                       hover[i]) for i in np.flatnonzero(shown)]  # fmt: skip
     for row, (group, color) in enumerate(colors.items()):
         svg.append(f'<circle cx="{width - 150}" cy="{margin / 2 + 14 + 18 * row}" r="5" '
                    f'fill="{matplotlib.colors.to_hex(color)}"/><text x="{width - 140}" '
@@ -158,6 +153,15 @@ def pareto_html(
     with atomic_path(path) as temp:
         temp.write_text(page)
     return path
+
+
+def _svg_trial(at: tuple[float, float], color: str, on_front: bool, stopped: bool,
+               hover: str) -> str:  # fmt: skip
+    """A trial's point: filled, ringed on the front, hollow if it was stopped early."""
+    paint = (f'fill="white" stroke="{color}" stroke-width="1.5"' if stopped else
+             f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front else ""))
+    return (f'<circle cx="{at[0]:.1f}" cy="{at[1]:.1f}" r="{7 if on_front else 5}" {paint} '
+            f'opacity="0.85"><title>{_escape(hover)}</title></circle>')
 
 
 def _escape(text: str) -> str:
