@@ -7,6 +7,7 @@ the end.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def summary_columns(table: pa.Table, declarations: Declarations) -> list[str]:
             *(ended if statuses - {"TERMINATED"} else [])]  # fmt: skip
 
 
-def legend(columns: Sequence[str], declarations: Declarations) -> str:
+def legend(columns: Sequence[str], declarations: Declarations, width: int | None = None) -> str:
     """What the table's abbreviations mean, once: each hyperparameter (from its declaration),
     then the metric names."""
     names = by_name(declarations)
@@ -82,7 +83,9 @@ def legend(columns: Sequence[str], declarations: Declarations) -> str:
     if "stopped_at" in columns:
         lines.append("  STOPPED: MO-ASHA stopped the trial at epoch stopped_at (its metrics are "
                      "that epoch's)")  # fmt: skip
-    return "\n".join(lines)
+    if width is None:
+        return "\n".join(lines)
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in lines)
 
 
 def sort_by_objective(table: pa.Table, objective: tuple[str, str]) -> pa.Table:
@@ -97,10 +100,13 @@ def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, 
     """All trials and the front, as the terminal and `kdtune pareto` show them, best first by
     the first objective, with what each abbreviation of a shown column means."""
     columns = [c for c in summary_columns(table, declarations) if c in table.column_names]
+    width = tables.terminal_width()
     return "\n".join([
-        tables.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):"),
-        tables.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):"),
-        legend(columns, declarations),
+        tables.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):",
+                            width=width),
+        tables.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):",
+                            width=width),
+        legend(columns, declarations, width),
     ])  # fmt: skip
 
 

@@ -9,6 +9,8 @@ float64 (the rest, every metric); a column mixing ints and floats is float64. Wr
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,17 @@ def read_table(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def format_table(table: pa.Table, columns: Sequence[str], title: str = "") -> str:
-    """A plain-text table of the chosen columns (those present), floats to 4 decimals."""
+def terminal_width() -> int | None:
+    """The terminal's width when printing to one; None (no wrapping) into a file or a pipe,
+    where a whole row on one line is what grep and a pager want."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def format_table(table: pa.Table, columns: Sequence[str], title: str = "", *,
+                 width: int | None = None, keep: int = 2) -> str:  # fmt: skip
+    """A plain-text table of the chosen columns (those present), floats to 4 decimals. Wider
+    than `width`, it is printed in blocks of columns, one under the other, each block led by
+    the first `keep` columns (which trial a row is)."""
     present = [c for c in columns if c in table.column_names]
     rows = table.select(present).to_pylist()
 
@@ -72,9 +83,30 @@ def format_table(table: pa.Table, columns: Sequence[str], title: str = "") -> st
 
     cells = [present] + [[cell(row[c]) for c in present] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(present))]
-    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(([title] if title else []) + lines)
+    lines = [title] if title else []
+    for number, block in enumerate(_column_blocks(widths, width, keep)):
+        shown = [[r[i].rjust(widths[i]) for i in block] for r in cells]
+        lines += [""] if number else []
+        lines += ["  ".join(shown[0]), "  ".join("-" * widths[i] for i in block)]
+        lines += ["  ".join(row) for row in shown[1:]]
+    return "\n".join(lines)
+
+
+def _column_blocks(widths: Sequence[int], width: int | None, keep: int) -> list[list[int]]:
+    """Column indices per printed block: the first `keep` in each, then as many more as fit in
+    `width` (at least one); all in one block without a width."""
+    if width is None:
+        return [list(range(len(widths)))]
+    head = list(range(min(keep, len(widths))))
+    start = sum(widths[i] + 2 for i in head)
+    blocks, block, used = [], [], start
+    for i in range(len(head), len(widths)):
+        if block and used + widths[i] > width:
+            blocks.append(head + block)
+            block, used = [], start
+        block.append(i)
+        used += widths[i] + 2
+    return [*blocks, head + block]
 
 
 def seed_summary(

@@ -213,3 +213,51 @@ def test_each_registry_names_what_the_cli_offers_validates_and_builds(tmp_path):
                         (evaluators, IMPORTANCE_EVALUATORS)):  # fmt: skip
         named = set(re.findall(r"`([a-z_0-9]+)`", text.split("|")[-2] if "|" in text else text))
         assert named == set(names), (named, text)
+
+
+def _in_a_terminal(args: list[str], cwd: Path, columns: int) -> str:
+    """What a command prints on a terminal `columns` wide (a pty with that window size)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=follower,
+                               stderr=follower, env=env)  # fmt: skip
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the follower side closed: the command ended
+            break
+        if not chunk:
+            break
+        out += chunk
+    process.wait(timeout=120)
+    os.close(leader)
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_kdtune_pareto_fits_the_terminals_width_and_a_pipe_gets_whole_rows(tmp_path):
+    from kdtune import tables
+
+    rows = [{"trial_id": f"t{i:07d}", "method": "mixup_kd", "temperature": 1.5 + i,
+             "w_ce": 0.1 * i, "w_kd": 0.9 - i / 10, "alpha": 0.2 * i, "val_acc": 0.9 + i / 100,
+             "val_ece": 0.05, "test_acc": 0.88, "test_ece": 0.04, "test_nll": 0.4,
+             "test_ece_ts": 0.03, "pareto": i == 2, "status": "TERMINATED"}
+            for i in range(3)]  # fmt: skip
+    tables.write_table(tables.to_table(rows), tmp_path / "results.parquet")
+    args = ["-m", "kdtune.cli", "pareto", str(tmp_path)]
+    shown = _in_a_terminal(args, tmp_path, columns=72)
+    assert max(len(line) for line in shown.splitlines()) <= 72, shown
+    for column in set(rows[0]) - {"status"}:  # every column shown is there, in some block
+        assert column in shown, column
+    assert shown.count("t0000002") >= 4  # the trial leads each block, in both tables
+    piped = _run(args, tmp_path).stdout
+    header = next(line for line in piped.splitlines() if line.lstrip().startswith("trial_id"))
+    assert "test_ece_ts" in header and len(header) > 72  # one line a row, as wide as it is
