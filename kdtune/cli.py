@@ -515,8 +515,8 @@ def _dashboard(args: argparse.Namespace) -> None:
                    "(ray_results/NAME) or its Optuna storage URL")  # fmt: skip
     check_port(args.host, args.port)
     if importlib.util.find_spec("optuna_dashboard") is None:
-        raise fail("optuna-dashboard is not installed: pip install 'kdtune[dashboard]' "
-                   "(or pip install optuna-dashboard)")  # fmt: skip
+        raise fail("optuna-dashboard is missing from this environment, though kdtune depends on "
+                   "it: pip install optuna-dashboard")  # fmt: skip
     # optuna-dashboard of this interpreter, whether or not its venv is activated
     command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
                "--host", args.host, "--port", str(args.port)]  # fmt: skip
@@ -672,8 +672,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods.add_argument("--markdown", action="store_true", help="the README's tables")
     methods.set_defaults(handler=_methods)
     dashboard = commands.add_parser(
-        "dashboard", help="optuna-dashboard on a search's Optuna study (127.0.0.1 only; needs "
-                          "pip install 'kdtune[dashboard]')")  # fmt: skip
+        "dashboard", help="optuna-dashboard on a search's Optuna study (127.0.0.1 only)")
     dashboard.add_argument("study", help="a study folder (ray_results/NAME) or a storage URL")
     dashboard.add_argument("--port", type=int, default=8080, help="(default 8080)")
     dashboard.add_argument("--host", default="127.0.0.1",

@@ -45,6 +45,7 @@ class Outcome:
     table: pa.Table  # every trial, sorted by the first objective, best first
     front: pa.Table
     files: list[Path]  # what was written, in the study folder and on the parent run
+    description: str = ""  # the parent run's, as written
 
 
 def hparam_columns(table: pa.Table, declarations: Declarations) -> list[str]:
@@ -162,18 +163,20 @@ def write_outcome(
     tracker.log_study_metrics({"num_trials": len(rows), "num_finished": finished,
                                "pareto_size": sum(r["pareto"] for r in rows)})  # fmt: skip
     _save_views(spec, tracker, label_keys)
-    tracker.describe_study(description(spec, question, table, front, files,
-                                       tracker.experiment_id))  # fmt: skip
-    return Outcome(table, front, files)
+    text = description(spec, question, table, front, files, tracker.experiment_id)
+    tracker.describe_study(text)
+    return Outcome(table, front, files, text)
 
 
 TRIALS_VIEW, FRONT_VIEW = "kdtune-trials", "kdtune-front"  # saved views of the runs table
 
 
-def view_link(experiment_id: str, view: str = TRIALS_VIEW) -> str:
+def view_link(experiment_id: str, view: str = TRIALS_VIEW, charts: bool = False) -> str:
     """The UI route of a saved view, in the UI's model-training mode (MLflow 3 opens
-    experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17)."""
-    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}"
+    experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17),
+    on its table or, with `charts`, on its charts."""
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}{mode}"
             "&workflowType=machine_learning")
 
 
@@ -200,9 +203,27 @@ def _save_views(spec: StudySpec, tracker: StudyTracker,
                f"tags.`{STOPPED_TAG}`"]  # fmt: skip
     metric, mode = spec.objectives[0]
     order = (f"metrics.`{metric}`", mode == "min")
+    objectives = [m for m, _ in spec.objectives]
+    sweep = [{"type": "SCATTER", "displayName": f"{objectives[0]} against {objectives[-1]}",
+              "xaxis": {"key": objectives[0], "type": "METRIC"},
+              "yaxis": {"key": objectives[-1], "type": "METRIC"}},
+             {"type": "PARALLEL", "displayName": "hyperparameters to objectives",
+              "selectedParams": list(names), "selectedMetrics": objectives, "showAllRuns": True},
+             *(_curves(m) for m in objectives)]  # fmt: skip
     tracker.save_view(TRIALS_VIEW, "kdtune: all trials", "tags.`kdtune.trial_id` LIKE '%'",
-                      columns, order)  # fmt: skip
-    tracker.save_view(FRONT_VIEW, "kdtune: Pareto front", "tags.pareto = 'true'", columns, order)
+                      columns, order, sweep)  # fmt: skip
+    tracker.save_view(FRONT_VIEW, "kdtune: Pareto front", "tags.pareto = 'true'", columns, order,
+                      [_curves(m) for m in objectives])  # fmt: skip
+
+
+def _curves(metric: str) -> dict[str, Any]:
+    """A line chart card of `metric` per epoch, in the form of MLflow's UI."""
+    return {"type": "LINE", "displayName": f"{metric} per epoch", "metricKey": metric,
+            "selectedMetricKeys": [metric], "lineSmoothness": 0, "xAxisScaleType": "linear",
+            "scaleType": "linear", "xAxisKey": "step", "selectedXAxisMetricKey": "",
+            "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False,
+            "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True,
+            "range": {"xMin": None, "xMax": None, "yMin": None, "yMax": None}}  # fmt: skip
 
 
 def _figures(
@@ -236,13 +257,16 @@ def _figures(
                    if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
     with_t = [r for r in finished
               if r.get(temperature.get(r["method"], "")) is not None and "test_acc" in r]
-    if with_t:
+    # a trade-off needs a method tried at several temperatures (a method zoo's one each is not)
+    tried = [len({r[temperature[m]] for r in with_t if r["method"] == m}) for m in temperature]
+    if with_t and max(tried) >= 3:
         figures.append(plots.temperature_tradeoff(
             [r[temperature[r["method"]]] for r in with_t],
             {k: [r[k] for r in with_t] for k in ("test_acc", "test_ece", "test_ece_ts")
              if k in with_t[0]},  # no *_ts without a validation split to fit T on
             [r["method"] for r in with_t], path=folder / "temperature_tradeoff.png",
-            title=f"{spec.name}: test accuracy and calibration against the KD temperature"))
+            title=f"{spec.name}: test accuracy and calibration against the KD temperature",
+            on_front=[bool(r["pareto"]) for r in with_t]))
     return figures
 
 
@@ -295,7 +319,10 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
         front_table if rows else "(no finished trial)",
         "#### Where to look\n"
         f"- The runs table, best first: [every trial]({view_link(experiment_id)}), "
-        f"[the front]({view_link(experiment_id, FRONT_VIEW)}) (also in the Views menu).\n"
+        f"[the front]({view_link(experiment_id, FRONT_VIEW)}) (also in the Views menu); "
+        f"[the sweep charts]({view_link(experiment_id, charts=True)}): the objectives against "
+        "each other, parallel coordinates from the hyperparameters to them, the curves "
+        f"(the [front's curves]({view_link(experiment_id, FRONT_VIEW, charts=True)})).\n"
         "- `pareto.html` (Artifacts): every trial a point, the front drawn; hover a point for "
         "its run.\n"
         f"- Artifacts of this run: {', '.join(names)}, the teacher's `reliability_teacher.png`, "
@@ -346,6 +373,23 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
                      "error": trial_failure(trial) if status == "ERROR" else None,
                      "mlflow_run_id": run_ids.get(trial.trial_id)})  # fmt: skip
     return rows
+
+
+# why optuna-dashboard's importances are other numbers than kdtune's, said where both are seen
+IMPORTANCE_NOTE = (
+    "optuna-dashboard's importance panel ranks other numbers: Optuna's default evaluator over "
+    "every finished trial at once, each method's hyperparameters under their own names "
+    "(`kd.temperature`, `mixup_kd.temperature`) with the trials of the other methods missing "
+    "them. kdtune's ranking above is per method, over the trials judged at one budget, which "
+    "is the question a study asks; read that one.")
+
+
+def describe_search(tracker: StudyTracker, outcome: Outcome, reports: Sequence[str]) -> None:
+    """The parent run's description, with what the search printed after its tables: which
+    hyperparameters mattered, what MO-ASHA spent and how far its rungs foresaw the end."""
+    shown = "\n".join(line.strip("\n") for line in reports)
+    tracker.describe_study(f"{outcome.description}\n\n#### After the search\n\n```\n{shown}\n"
+                           f"```\n\n{IMPORTANCE_NOTE}")
 
 
 def early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searched: Any,

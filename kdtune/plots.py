@@ -204,10 +204,12 @@ def reliability_diagram(
 
 def temperature_tradeoff(
     temperature: Sequence[float], metrics: Mapping[str, Sequence[float]], groups: Sequence[str],
-    *, path: str | Path, title: str,
+    *, path: str | Path, title: str, on_front: Sequence[bool] = (),
 ) -> Path:  # fmt: skip
-    """One panel per metric against the KD temperature (log axis), one colour per method."""
+    """One panel per metric against the KD temperature (log axis), one colour per method, the
+    trials `on_front` (the study's Pareto front) ringed."""
     temperature = np.asarray(temperature, float)
+    front = np.asarray(on_front, bool) if len(on_front) else np.zeros(len(temperature), bool)
     fig, axes = _panel_row(len(metrics))
     for ax, (name, values) in zip(axes, metrics.items()):
         values = np.asarray(values, float)
@@ -215,6 +217,9 @@ def temperature_tradeoff(
             mask = np.array([g == group for g in groups])
             # markers only: the other hyperparameters differ between trials, so no line joins them
             ax.plot(temperature[mask], values[mask], "o", label=group, alpha=0.8)
+        if front.any():
+            ax.plot(temperature[front], values[front], "o", mfc="none", mec="black", ms=11,
+                    label="Pareto front")  # fmt: skip
         ax.set(xscale="log", xlabel="KD temperature T", ylabel=metric_label(name))
         ax.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
         ax.minorticks_off()

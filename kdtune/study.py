@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from kdtune.models import MODELS, read_state_dict
 from kdtune.outcome import (
     Outcome,
     config_label,
+    describe_search,
     early_stopping_report,
     format_tables,
     importance_report,
@@ -491,22 +492,8 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     labels = label_keys(spec, declarations)
 
     def finish(trials: list[Any]) -> tuple[Outcome, list[Path]]:
-        """Everything the parent run holds at the end, before fit_trials marks it FINISHED (a
-        driver killed in here leaves it RUNNING, and --resume writes it all again)."""
-        outcome = write_outcome(spec, trials, parent.tracker, parent.storage, declarations,
-                                labels, question)  # fmt: skip
-        log(format_tables(outcome.table, outcome.front, declarations,
-                          front_title=f"Pareto front over {objectives}"))  # fmt: skip
-        files = list(outcome.files)
-        if spec.grid or len(trials) < spec.trial_count or any(
-                t.status not in FINISHED_STATES for t in trials):  # fmt: skip
-            return outcome, files  # an interrupted search: its importance comes with the rest
-        searched = load_study(url, spec.name)
-        files += importance_report(spec, searched, parent.tracker, parent.storage, log)
-        if spec.early_stopping:
-            early_stopping_report(spec, outcome.table.to_pylist(), searched, parent.tracker,
-                                  log)  # fmt: skip
-        return outcome, files
+        return _finish(spec, trials, parent, declarations, labels, url,
+                       question=question, log=log)  # fmt: skip
 
     outcome, files = fit_trials(
         parent, spec.name, trainable, tune_config, objectives,
@@ -517,6 +504,33 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
                        dict(teacher_metrics), parent.storage,
                        parent.tracker.tracking_uri, parent.tracker.experiment_id, files=files,
                        link=view_link(parent.tracker.experiment_id))  # fmt: skip
+
+
+def _finish(spec: StudySpec, trials: list[Any], parent: ParentRun, declarations: Declarations,
+            labels: Mapping[str, Sequence[str]], url: str, *, question: str,
+            log: Log) -> tuple[Outcome, list[Path]]:  # fmt: skip
+    """Everything the parent run holds at the end, before fit_trials marks it FINISHED (a driver
+    killed in here leaves it RUNNING, and --resume writes it all again): the outcome, its
+    tables printed, and after a whole search its reports, printed and in the description."""
+    outcome = write_outcome(spec, trials, parent.tracker, parent.storage, declarations, labels,
+                            question)  # fmt: skip
+    log(format_tables(outcome.table, outcome.front, declarations,
+                      front_title=f"Pareto front over {[m for m, _ in spec.objectives]}"))
+    files = list(outcome.files)
+    if spec.grid or len(trials) < spec.trial_count or any(
+            t.status not in FINISHED_STATES for t in trials):  # fmt: skip
+        return outcome, files  # an interrupted search: its importance comes with the rest
+    searched, reports = load_study(url, spec.name), []
+
+    def report(text: str) -> None:
+        log(text)
+        reports.append(text)
+
+    files += importance_report(spec, searched, parent.tracker, parent.storage, report)
+    if spec.early_stopping:
+        early_stopping_report(spec, outcome.table.to_pylist(), searched, parent.tracker, report)
+    describe_search(parent.tracker, outcome, reports)
+    return outcome, files
 
 
 BENCHMARK_WARMUP_SHARE = 20 / 240  # DKD's warm-up in the CIFAR-100 benchmark's recipe

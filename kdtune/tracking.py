@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run,
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from kdtune import plots
 from kdtune.config import ConfigError
@@ -399,10 +400,14 @@ class StudyTracker:
             self.client.log_artifact(self.parent_run_id, str(path))
 
     def save_view(self, view_id: str, name: str, search_filter: str, columns: list[str],
-                  order_by: tuple[str, bool]) -> None:  # fmt: skip
+                  order_by: tuple[str, bool],
+                  charts: Sequence[Mapping[str, Any]] = ()) -> None:  # fmt: skip
         """A saved view of the experiment's runs table (MLflow 3's "Views" menu; the link
         `#/experiments/ID/runs?viewStateShareKey=VIEW_ID` opens it): a filter, the columns to
-        show ("metrics.`val_acc`", "params.`method`"), the sort (key, ascending)."""
+        show ("metrics.`val_acc`", "params.`method`"), the sort (key, ascending), and the charts
+        its chart tab opens on (`&compareRunsMode=CHART`), in a section of their own before
+        MLflow's generated ones: each a card of the UI's own form ({"type": "SCATTER",
+        "xaxis": ..., "yaxis": ...}, {"type": "PARALLEL", ...}, {"type": "LINE", ...})."""
         state = {"searchFilter": search_filter, "orderByKey": order_by[0],
                  "orderByAsc": order_by[1], "startTime": "ALL", "lifecycleFilter": "Active",
                  "datasetsFilter": [], "modelVersionFilter": "All Runs",
@@ -412,14 +417,28 @@ class StudyTracker:
                  "hideEmptyCharts": True, "groupBy": None, "groupsExpanded": {},
                  "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
                                            "selectedXAxisMetricKey": ""}}  # fmt: skip
+        if charts:
+            section = {"uuid": f"{view_id}-charts", "name": name, "display": True,
+                       "isReordered": True, "deleted": False, "isGenerated": False}  # fmt: skip
+            state.update(isAccordionReordered=True, compareRunSections=[section],
+                         compareRunCharts=[{"uuid": f"{view_id}-chart-{i}", "deleted": False,
+                                            "isGenerated": False, "runsCountToCompare": 1000,
+                                            "metricSectionId": section["uuid"], **chart}
+                                           for i, chart in enumerate(charts)])  # fmt: skip
         now = int(time.time() * 1000)
         envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         self.client.set_experiment_tag(self.experiment_id, f"{VIEW_TAG_PREFIX}{view_id}",
                                        json.dumps(envelope))  # fmt: skip
 
     def describe_study(self, markdown: str) -> None:
-        """The parent run's description, which the UI shows on the run's page."""
+        """The parent run's description, which the UI shows on the run's page. MLflow keeps a
+        tag's first 8,000 characters and says so in a warning nobody reads; a longer one is
+        cut here, at a line, and says so itself."""
         assert self.parent_run_id is not None
+        if len(markdown) > MAX_TAG_VAL_LENGTH:
+            cut = "\n\n(cut to MLflow's limit; the rest is in the study's files and log)"
+            kept = markdown[: MAX_TAG_VAL_LENGTH - len(cut)]
+            markdown = kept[: kept.rfind("\n") if "\n" in kept else len(kept)] + cut
         self.client.set_tag(self.parent_run_id, DESCRIPTION_TAG, markdown)
 
     def log_dataset(self, name: str, digest: str, splits: Mapping[str, int]) -> None:

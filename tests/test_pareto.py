@@ -88,3 +88,20 @@ def test_the_legend_explains_only_the_columns_the_tables_show():
     assert "temperature:" in text and BEST_ON_TEST not in text
     shown = pa.Table.from_pylist([{**r, BEST_ON_TEST: 0.95} for r in rows])
     assert f"{BEST_ON_TEST}:" in format_tables(shown, shown, declarations, front_title="front")
+
+
+def test_a_description_over_mlflows_limit_is_cut_at_a_line_and_says_so(tmp_path):
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from kdtune.tracking import DESCRIPTION_TAG, StudyTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker("long", uri)
+    run_id = tracker.start_study("long", {}, {})
+    text = "\n".join(f"line {i:05d} " + "x" * 80 for i in range(200))  # 18,000 characters
+    tracker.describe_study(text)
+    kept = MlflowClient(uri).get_run(run_id).data.tags[DESCRIPTION_TAG]
+    assert len(kept) <= MAX_TAG_VAL_LENGTH and kept.endswith("the study's files and log)")
+    body = kept.split("\n\n(cut to")[0]
+    assert text.startswith(body) and text[len(body)] == "\n"  # cut whole lines

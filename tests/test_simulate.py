@@ -167,6 +167,12 @@ def test_a_simulated_study_runs_on_declared_gpus_and_records_every_trial(simulat
     assert html.count('fill="white"') == len(stopped)
     for row in stopped:
         assert f"trial {row['trial_id']}, stopped at epoch {row['stopped_at']}" in html
+    tried: dict[str, set] = {}
+    for row in rows:
+        if row["status"] == "TERMINATED":
+            tried.setdefault(row["method"], set()).add(row["temperature"])
+    drawn = (simulated_study["folder"] / "temperature_tradeoff.png").exists()
+    assert drawn == (max(len(t) for t in tried.values()) >= 3)
     client = MlflowClient(simulated_study["uri"])
     experiment = client.get_experiment_by_name("simulated")
     parent = client.get_run((simulated_study["folder"] / "mlflow_parent_run_id").read_text())

@@ -56,6 +56,7 @@ def test_method_zoo_study_runs_each_method_at_its_defaults(smoke):
     assert summary[0]["test_acc_std"] is not None
     artifacts, _ = _parent_artifacts(client, "method_zoo")
     assert "method_zoo.png" in artifacts
+    assert "temperature_tradeoff.png" not in artifacts  # each method at one temperature
 
 
 def test_augmentation_quality_study_correlates_t_stddev_with_the_students_loss(smoke):

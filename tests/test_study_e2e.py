@@ -49,8 +49,13 @@ def test_mlflow_holds_parent_and_one_child_per_trial(smoke_study):
         "pareto.parquet",
         "results.parquet",
         "reliability_teacher.png",
-        "temperature_tradeoff.png",  # the methods' hyperparameter of role KD_TEMPERATURE
     } <= parent_artifacts
+    # the trade-off against the hyperparameter of role KD_TEMPERATURE, where a method tried 3
+    per_method = {}
+    for row in result.table.to_pylist():
+        per_method.setdefault(row["method"], set()).add(row["temperature"])
+    tradeoff = max(len(t) for t in per_method.values()) >= 3
+    assert ("temperature_tradeoff.png" in parent_artifacts) == tradeoff
 
 
 def test_pareto_tags_agree_with_pareto_front_of_the_parquet_table(smoke_study):
@@ -163,6 +168,9 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert "teacher_val_nll" not in parent.data.metrics  # the rest is in teacher.json
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("### ") and "Pareto front" in note and "pareto.html" in note
+    # what the search printed after its tables, and why optuna-dashboard's importances differ
+    assert "#### After the search" in note and "optuna-dashboard's importance panel" in note
+    assert "Which hyperparameters mattered" in note or "importance: fewer than" in note
     for row in result.front.to_pylist():
         run = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
         assert f"| [`{row['run_name']}`]({run}) | {row['val_acc']:.4f} |" in note
@@ -178,6 +186,21 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         shown = client.search_runs([experiment.experiment_id], state["searchFilter"])
         expected = result.table if "all" in view["name"] else result.front
         assert len(shown) == expected.num_rows  # the view's filter finds its runs
+        # its charts, first in their own section, plot what the runs logged
+        [section] = state["compareRunSections"]
+        charts = state["compareRunCharts"]
+        assert {c["metricSectionId"] for c in charts} == {section["uuid"]}
+        logged = set().union(*(r.data.metrics for r in shown))
+        params = set().union(*(r.data.params for r in shown))
+        for chart in charts:
+            keys = (chart.get("selectedMetricKeys") or chart.get("selectedMetrics")
+                    or [chart["xaxis"]["key"], chart["yaxis"]["key"]])
+            assert set(keys) <= logged, chart
+            assert set(chart.get("selectedParams", [])) <= params, chart
+        kinds = [c["type"] for c in charts]
+        assert kinds == (["SCATTER", "PARALLEL", "LINE", "LINE"] if "all" in view["name"]
+                         else ["LINE", "LINE"])
+    assert "compareRunsMode=CHART" in note  # the description links the charts
     inputs = parent.inputs.dataset_inputs
     assert [i.dataset.name for i in inputs] == ["digits (1078/359/360)"]
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}

@@ -4,6 +4,7 @@ served once it answers; and however the command ends, none of its processes is l
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -163,3 +164,49 @@ def test_ui_says_serving_once_it_answers_and_stops_whole(tmp_path, stop):
     with socket.socket() as again:  # free for the next server (closed connections may linger)
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+@pytest.mark.slow
+def test_dashboard_serves_a_studys_optuna_record_from_the_default_install(tmp_path):
+    """optuna-dashboard comes with kdtune: `kdtune dashboard FOLDER` serves the folder's Optuna
+    study (its trials and the user attributes that link it to MLflow) on loopback only."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="shown", storage=storage,
+                                directions=["maximize", "minimize"])  # fmt: skip
+    study.set_user_attr("mlflow_parent_run_id", "abc")
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 0.1], params={"x": 1.0},
+                    distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+    port = free_port()
+    dashboard = subprocess.Popen([sys.executable, "-m", "kdtune.cli", "dashboard", str(tmp_path),
+                                  "--port", str(port)], cwd=tmp_path, env=ENV, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline, studies = time.monotonic() + 240, ""
+        while time.monotonic() < deadline and '"shown"' not in studies:
+            try:
+                with DIRECT.open(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
+                    studies = answer.read().decode()
+            except OSError:
+                time.sleep(1)
+        found = [st for st in json.loads(studies)["study_summaries"]
+                 if st["study_name"] == "shown"]
+        assert len(found) == 1, studies
+        server = psutil.Process(dashboard.pid)
+        listening = {c.laddr.ip for p in [server, *server.children(recursive=True)]
+                     for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}
+        detail_url = f"http://127.0.0.1:{port}/api/studies/{found[0]['study_id']}"
+        with DIRECT.open(detail_url, timeout=30) as answer:
+            detail = answer.read().decode()
+        shown = json.loads(detail)
+        assert {"key": "mlflow_parent_run_id", "value": "abc"} in shown["user_attrs"]
+        assert [t["values"] for t in shown["trials"]] == [[0.9, 0.1]]
+    finally:
+        dashboard.send_signal(signal.SIGINT)
+        try:
+            dashboard.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dashboard.kill()
+    assert processes_naming(port) == []
