@@ -16,6 +16,7 @@ from kdtune.config import ConfigError, Log
 from kdtune.search import quiet_optuna
 
 _T = TypeVar("_T")
+_RAY_LOG_LEVEL = logging.INFO  # what ray.init is told; set_verbosity changes it
 
 
 def on_cluster() -> bool:
@@ -41,8 +42,6 @@ def set_verbosity(verbose: bool) -> None:
                         ("alembic", logging.WARNING)):  # fmt: skip
         logging.getLogger(name).setLevel(level)
 
-
-_RAY_LOG_LEVEL = logging.INFO
 
 
 def init_ray(log: Log, gpus: float = 0.0) -> None:
