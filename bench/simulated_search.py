@@ -1,7 +1,7 @@
 """A study's search replayed on the learning-curve blackbox in this process, in simulated time:
 the benchmarks' way to measure a search over many seeds in seconds.
 
-The search is the study's own: its Optuna searcher (`search.make_searcher`, the sampler and
+The search is the study's own: its Optuna searcher (`searchers.make_searcher`, the sampler and
 the define-by-run space of a real study, asked and told as Tune asks and tells it) and its
 scheduler (`search.make_scheduler`, MO-ASHA's `judge` on every report). Only Ray Tune's event
 loop is replaced, by the simplest one that keeps its order of events: `concurrency` trials run
@@ -31,7 +31,8 @@ import numpy as np
 from kdtune.blackbox import Blackbox
 from kdtune.config import StudySpec, TrialConfig
 from kdtune.pareto import hypervolume_2d, pareto_front
-from kdtune.search import how_it_ended, make_scheduler, make_searcher
+from kdtune.search import how_it_ended, make_scheduler
+from kdtune.searchers import make_searcher
 from kdtune.simulate import replayed_reports
 from kdtune.study import study_declarations
 

@@ -33,7 +33,7 @@ from kdtune.callback import (
 from kdtune.cluster import check_resources, init_ray
 from kdtune.config import ConfigError, Log, StudyFailed, StudyInterrupted, one_line
 from kdtune.outcome import trial_rows
-from kdtune.search import PointsSearcher
+from kdtune.searchers import PointsSearcher
 from kdtune.storage import (
     ROUTE,
     StudyStorage,

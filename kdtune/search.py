@@ -1,5 +1,6 @@
 """What a study tries: each method's Optuna space (derived from its hyperparameter declarations),
-grid points, the searcher (Optuna's ask/tell as a Ray Tune Searcher) and the scheduler.
+grid points, the samplers, the Optuna study and the scheduler; without Ray at import, so that
+the blackbox builder and replays need none (the Tune searchers are in `kdtune.searchers`).
 
 Every config handed to a trial is resolved here: the method, every hyperparameter it declares
 (searched, fixed by the study, or at its default), the recipe and the seed, typed by the
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import pickle
 import sqlite3
 import threading
 import warnings
@@ -29,11 +28,9 @@ from typing import Any
 
 import numpy as np
 import optuna
-from ray.tune.search import Searcher
 
 from kdtune.config import ConfigError, StudySpec, TrialConfig, one_line
 from kdtune.hparams import Declarations, HParam, Value, scoped
-from kdtune.reports import expand, last_report
 
 
 def resolve(raw: Mapping[str, Any], declarations: Declarations) -> dict[str, Any]:
@@ -120,17 +117,6 @@ def grid_points(spec: StudySpec, declarations: Declarations) -> list[dict[str, A
             raw = {**trial_constants(spec), **fixed, **point, "seed": seed}
             points.append(resolve(raw, declarations))
     return points
-
-
-def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str = "",
-                  resume: bool = False, study_id: str = "") -> Any:  # fmt: skip
-    """Optuna's multi-objective sampler over the study's space, its study kept in `storage_url`
-    (an RDB: optuna-dashboard reads it, --resume continues it; `optuna_study` says which study
-    it may take); a grid study runs its points in order instead."""
-    if spec.grid:
-        return PointsSearcher(grid_points(spec, declarations))
-    study = optuna_study(spec, storage_url, resume, study_id)
-    return OptunaSearcher(DefineByRun(spec, declarations), study, rungs(spec))
 
 
 def quiet_optuna(verbose: bool) -> None:
@@ -342,7 +328,7 @@ def rungs(spec: StudySpec) -> list[int]:
     return rung_epochs(grace_period(spec), spec.reduction_factor, spec.recipe.epochs)
 
 
-def _rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
+def rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
     """A restored searcher's Optuna trials (by Tune trial id; saved as Optuna trial ids, or by
     an earlier kdtune as trials), bound to this launch's `study`, and the study's other RUNNING
     trials: asked after the last save by a driver that then died, no Tune trial knows them. The
@@ -388,105 +374,6 @@ def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,
     if result.get("epoch", 0) < budget:  # stopped at a rung
         return "PRUNED", []
     return "COMPLETE", values
-
-
-class OptunaSearcher(Searcher):
-    """Optuna's ask/tell as a Tune Searcher: each Tune trial asks one Optuna trial, whose config
-    is `space(trial)`, and tells it how the trial ended: its final objectives; PRUNED for a trial
-    the scheduler stopped early (TPE then counts it among the poor trials, and no low-fidelity
-    values enter the front); FAIL for a failed or non-finite one, which the sampler ignores.
-    Its objectives at the scheduler's rung epochs stay on the Optuna trial (`keep_rung_values`).
-
-    No metric for Tune to look for at a result's top level: kdtune's trainables send their
-    metrics packed (reports.REPORTS); the objectives are read from the reports."""
-
-    def __init__(self, space: DefineByRun, study: Any, rung_epochs: Sequence[int] = ()) -> None:
-        super().__init__()
-        self.objectives = list(study.metric_names)
-        self.space, self.study, self.rung_epochs = space, study, list(rung_epochs)
-        self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
-        self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
-        self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
-
-    def suggest(self, trial_id: str) -> dict[str, Any]:
-        if trial_id not in self.asked:
-            self.asked[trial_id] = (optuna.trial.Trial(self.study, self.unclaimed.pop(0))
-                                    if self.unclaimed else self.study.ask())  # fmt: skip
-            self.asked[trial_id].set_user_attr("tune_trial_id", trial_id)
-        config = self.space(self.asked[trial_id])
-        self.epochs[trial_id] = int(config.get("epochs", 0))
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.asked:
-            keep_rung_values(self.asked[trial_id], expand(result), self.objectives,
-                             self.rung_epochs)  # fmt: skip
-
-    def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
-        if result:  # a trial stopped at a rung ends on that rung's report
-            self.on_trial_result(trial_id, result)
-        trial = self.asked.pop(trial_id, None)
-        if trial is None:
-            return
-        state, values = how_it_ended(last_report(result), self.objectives,
-                                     self.epochs.pop(trial_id, 0), error)  # fmt: skip
-        self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
-
-    def save(self, checkpoint_path: str) -> None:
-        """The state without the Optuna study, whose trials are in its storage: pickled with it
-        (and with each asked trial, which holds it) the state grew with every trial and was
-        written at every snapshot of Tune's (340 KB at 288 trials)."""
-        asked = {tid: trial._trial_id for tid, trial in self.asked.items()}
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump({**self.__dict__, "study": None, "asked": asked}, handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """The state of the first launch, its running trials bound to this launch's study (the
-        pickled one names the storage where the study folder was then), its sampler seeded anew
-        (`resumed_seed`)."""
-        with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
-        asked, unclaimed = _rebind_running(state["asked"], self.study)
-        self.__dict__.update({"rung_epochs": self.rung_epochs, **state}, asked=asked,
-                             unclaimed=unclaimed, study=self.study)  # fmt: skip
-        spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
-        self.study.sampler = make_sampler(spec, resumed_seed(spec.seed, trials))
-
-
-def tell_optuna_of(searcher: Any, attrs: Mapping[str, str]) -> None:
-    """Where a search's record is, as its Optuna study's user attributes (optuna-dashboard shows
-    them on the study's page); a grid has no Optuna study."""
-    if isinstance(searcher, OptunaSearcher):
-        for key, value in attrs.items():
-            searcher.study.set_user_attr(key, value)
-
-
-class PointsSearcher(Searcher):
-    """A Tune searcher that hands out `points` in order, each as a whole trial config. (Tune's
-    basic generator wants every key of every point declared in a shared param space, which
-    points of different methods, with different keys, cannot share.)"""
-
-    def __init__(self, points: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.points, self.next_index = points, 0
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str:
-        if self.next_index >= len(self.points):
-            return Searcher.FINISHED
-        self.next_index += 1
-        return dict(self.points[self.next_index - 1])
-
-    def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
-        pass
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w") as handle:
-            json.dump({"points": self.points, "next_index": self.next_index}, handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as handle:
-            state = json.load(handle)
-        self.points, self.next_index = state["points"], state["next_index"]
 
 
 def label_keys(spec: StudySpec, declarations: Declarations) -> dict[str, list[str]]:

@@ -69,13 +69,12 @@ from kdtune.search import (
     grid_points,
     label_keys,
     make_scheduler,
-    make_searcher,
     resolve,
     rungs,
     search_range,
     study_claim,
-    tell_optuna_of,
 )
+from kdtune.searchers import make_searcher, tell_optuna_of
 from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
 from kdtune.storage import (
     RUNGS_FILE,

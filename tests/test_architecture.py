@@ -29,9 +29,9 @@ def _layer_table() -> list[tuple[set[str], set[str]]]:
 
 
 LAYERS = [modules for modules, _ in _layer_table()]
-OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "importance"},
-          "ray": {"trainable", "simulate", "reports", "callback", "search", "scheduler", "cluster",
-                  "runner", "study"}}  # fmt: skip
+OWNERS = {"mlflow": {"tracking"}, "optuna": {"search", "searchers", "importance"},
+          "ray": {"trainable", "simulate", "reports", "callback", "searchers", "scheduler",
+                  "cluster", "runner", "study"}}  # fmt: skip
 
 
 def _layer(module: str) -> int:

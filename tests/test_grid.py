@@ -9,7 +9,8 @@ import pytest
 from kdtune.cli import add_study_flags, spec_from_args
 from kdtune.config import ConfigError, Recipe, StudySpec
 from kdtune.methods import declarations
-from kdtune.search import PointsSearcher, grid_keys, grid_points
+from kdtune.search import grid_keys, grid_points
+from kdtune.searchers import PointsSearcher
 
 
 def _grid_spec(**changes) -> StudySpec:

@@ -178,7 +178,7 @@ def test_a_resumed_searcher_skips_trials_told_after_its_last_save(saved_by, tmp_
     import optuna
 
     import studies.temperature_sweep as study
-    from kdtune.search import make_searcher
+    from kdtune.searchers import make_searcher
     from kdtune.study import study_declarations
 
     spec = dataclasses.replace(study.SMOKE, name="resumed", num_samples=4)
@@ -210,7 +210,7 @@ def test_a_resumed_search_draws_configurations_it_has_not_tried(sampler, tmp_pat
     """Tune restores the searcher it pickled when the study began, its sampler as seeded then:
     a search interrupted within its random start-up trials drew the same points again."""
     import studies.temperature_sweep as study
-    from kdtune.search import make_searcher
+    from kdtune.searchers import make_searcher
     from kdtune.study import study_declarations
 
     spec = dataclasses.replace(study.SPEC, name="reseeded", sampler=sampler, num_samples=20)
@@ -245,7 +245,7 @@ def test_the_searcher_survives_the_pickling_tune_and_resume_do(sampler, tmp_path
     from ray import cloudpickle
 
     import studies.temperature_sweep as study
-    from kdtune.search import make_searcher
+    from kdtune.searchers import make_searcher
     from kdtune.study import study_declarations
 
     spec = dataclasses.replace(study.SMOKE, name=f"pickled_{sampler}", sampler=sampler,

@@ -15,7 +15,8 @@ import studies.temperature_sweep as study
 from bench.simulated_search import SearchTrace, simulate_search
 from kdtune.blackbox import DEFAULT_PATH, Blackbox
 from kdtune.config import TrialConfig
-from kdtune.search import TPE_CONSTANT_LIAR, make_searcher, quiet_optuna, rungs
+from kdtune.search import TPE_CONSTANT_LIAR, quiet_optuna, rungs
+from kdtune.searchers import make_searcher
 from kdtune.simulate import replayed_reports
 from kdtune.study import study_declarations
 
