@@ -23,7 +23,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from kdtune.config import one_line
 from kdtune.hparams import format_value
 from kdtune.reports import expand, last_report
-from kdtune.storage import ROUTE, this_launchs
+from kdtune.storage import ROUTE, launch_value
 from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -192,7 +192,7 @@ class TrackingCallback(tune.Callback):
 
     @property
     def route(self) -> Route:
-        where = this_launchs(ROUTE, self.experiment)
+        where = launch_value(ROUTE, self.experiment)
         if where is None:
             raise KeyError(f"no MLflow route for {self.experiment!r} in this launch")
         return cast(Route, where)

@@ -255,11 +255,11 @@ def _figures(
                                                                  reference)})  # fmt: skip
     temperature = {method: declared.name for method, hparams in declarations.items()
                    if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
-    with_t = [r for r in finished
-              if r.get(temperature.get(r["method"], "")) is not None and "test_acc" in r]
+    with_t = [r for r in finished if r["method"] in temperature
+              and r.get(temperature[r["method"]]) is not None and "test_acc" in r]  # fmt: skip
     # a trade-off needs a method tried at several temperatures (a method zoo's one each is not)
     tried = [len({r[temperature[m]] for r in with_t if r["method"] == m}) for m in temperature]
-    if with_t and max(tried) >= 3:
+    if max(tried, default=0) >= 3:
         figures.append(plots.temperature_tradeoff(
             [r[temperature[r["method"]]] for r in with_t],
             {k: [r[k] for r in with_t] for k in ("test_acc", "test_ece", "test_ece_ts")

@@ -62,7 +62,7 @@ def pareto_scatter(
     """All trials coloured by group (method), those `stopped` early hollow (at the values they
     stopped with); the front drawn as a line through its points."""
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
-    early = np.asarray(stopped, bool) if len(stopped) else np.zeros(len(x), bool)
+    early = _flags(stopped, len(x))
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     for i, group in enumerate(sorted(set(groups))):
         mask = np.array([g == group for g in groups])
@@ -115,7 +115,7 @@ def pareto_html(
     from matplotlib.ticker import MaxNLocator
 
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
-    early = np.asarray(stopped, bool) if len(stopped) else np.zeros(len(x), bool)
+    early = _flags(stopped, len(x))
     shown = np.isfinite(x) & np.isfinite(y)
     width, height, margin = 760, 520, 70
     x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
@@ -153,6 +153,11 @@ def pareto_html(
     with atomic_path(path) as temp:
         temp.write_text(page)
     return path
+
+
+def _flags(given: Sequence[bool], n: int) -> np.ndarray:
+    """A per-trial flag as an array; none given is False for each of the n."""
+    return np.asarray(given, bool) if len(given) else np.zeros(n, bool)
 
 
 def _svg_trial(at: tuple[float, float], color: str, on_front: bool, stopped: bool,
@@ -209,7 +214,7 @@ def temperature_tradeoff(
     """One panel per metric against the KD temperature (log axis), one colour per method, the
     trials `on_front` (the study's Pareto front) ringed."""
     temperature = np.asarray(temperature, float)
-    front = np.asarray(on_front, bool) if len(on_front) else np.zeros(len(temperature), bool)
+    front = _flags(on_front, len(temperature))
     fig, axes = _panel_row(len(metrics))
     for ax, (name, values) in zip(axes, metrics.items()):
         values = np.asarray(values, float)

@@ -43,7 +43,7 @@ from kdtune.atomic import write_text
 from kdtune.config import ConfigError
 from kdtune.pareto import best_first
 from kdtune.reports import expand
-from kdtune.storage import RUNGS_FILE, this_launchs
+from kdtune.storage import RUNGS_FILE, launch_value
 
 SCHEDULER_STATE = "scheduler_state.json"  # in the study folder
 
@@ -187,7 +187,7 @@ class MultiObjectiveAsha(SnapshotOnChange):
         self._load()
         judged = sum(len(record) for record in self.recorded.values())
         decision = self._judge(trial_id, reports)
-        path = cast(Path | None, this_launchs(RUNGS_FILE, self.study))
+        path = cast(Path | None, launch_value(RUNGS_FILE, self.study))
         if path is not None and sum(len(r) for r in self.recorded.values()) > judged:
             self.save(str(path))  # only when a rung took a decision
         return decision
@@ -231,7 +231,7 @@ class MultiObjectiveAsha(SnapshotOnChange):
         self.recorded = {int(rung): record for rung, record in state["recorded"].items()}
 
     def _load(self) -> None:
-        path = cast(Path | None, this_launchs(RUNGS_FILE, self.study))
+        path = cast(Path | None, launch_value(RUNGS_FILE, self.study))
         if not self.loaded and path is not None and path.exists():
             self.restore(str(path))
         self.loaded = True

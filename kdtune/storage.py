@@ -40,7 +40,7 @@ def for_this_launch(kind: str, study: str, value: object) -> None:
     _THIS_LAUNCH[kind, study] = value
 
 
-def this_launchs(kind: str, study: str) -> object | None:
+def launch_value(kind: str, study: str) -> object | None:
     """What `for_this_launch` put for the study, or None."""
     return _THIS_LAUNCH.get((kind, study))
 
