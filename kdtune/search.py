@@ -328,7 +328,9 @@ def rungs(spec: StudySpec) -> list[int]:
     return rung_epochs(grace_period(spec), spec.reduction_factor, spec.recipe.epochs)
 
 
-def rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
+# Keep the name: the searchers of studies saved before kdtune.searchers existed were pickled by
+# value and call it as kdtune.search._rebind_running (tests/data/saved_study_64f0812 resumes)
+def _rebind_running(asked: dict[str, Any], study: Any) -> tuple[dict[str, Any], list[int]]:
     """A restored searcher's Optuna trials (by Tune trial id; saved as Optuna trial ids, or by
     an earlier kdtune as trials), bound to this launch's `study`, and the study's other RUNNING
     trials: asked after the last save by a driver that then died, no Tune trial knows them. The

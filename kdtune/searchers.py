@@ -18,12 +18,12 @@ from kdtune.hparams import Declarations
 from kdtune.reports import expand, last_report
 from kdtune.search import (
     DefineByRun,
+    _rebind_running,
     grid_points,
     how_it_ended,
     keep_rung_values,
     make_sampler,
     optuna_study,
-    rebind_running,
     resumed_seed,
     rungs,
 )
@@ -56,7 +56,7 @@ class OptunaSearcher(Searcher):
         self.space, self.study, self.rung_epochs = space, study, list(rung_epochs)
         self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
         self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
-        self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (rebind_running)
+        self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         if trial_id not in self.asked:
@@ -96,7 +96,7 @@ class OptunaSearcher(Searcher):
         (`resumed_seed`)."""
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
-        asked, unclaimed = rebind_running(state["asked"], self.study)
+        asked, unclaimed = _rebind_running(state["asked"], self.study)
         self.__dict__.update({"rung_epochs": self.rung_epochs, **state}, asked=asked,
                              unclaimed=unclaimed, study=self.study)  # fmt: skip
         spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
