@@ -43,9 +43,11 @@ COLOURS = {"fifo": "tab:gray", "moasha": "tab:blue", "random": "tab:orange"}
 
 def search_specs(spec: StudySpec, seed: int, fifo_trials: int,
                  moasha_trials: int) -> dict[str, StudySpec]:  # fmt: skip
-    fifo = dataclasses.replace(spec, seed=seed, scheduler="fifo", num_samples=fifo_trials)
+    # plain searches, one seed per configuration (bench.front_seeds measures the replicates)
+    fifo = dataclasses.replace(spec, seed=seed, scheduler="fifo", num_samples=fifo_trials,
+                               front_seeds=1)  # fmt: skip
     return {"fifo": fifo, "random": fifo,
-            "moasha": dataclasses.replace(spec, seed=seed, scheduler="moasha",
+            "moasha": dataclasses.replace(spec, seed=seed, scheduler="moasha", front_seeds=1,
                                           num_samples=moasha_trials)}  # fmt: skip
 
 

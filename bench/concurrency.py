@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_optuna(False)
     box = Blackbox.load(args.blackbox)
     levels = (1, 8, 64)
-    base = dataclasses.replace(study.SPEC, num_samples=args.trials)
+    base = dataclasses.replace(study.SPEC, num_samples=args.trials, front_seeds=1)
     default = default_sampler(base)
     began = time.perf_counter()
     found: dict[str, dict[int, list[float]]] = {}

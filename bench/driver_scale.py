@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.trials, args.concurrent = 64, 16
     folder = Path(tempfile.mkdtemp(prefix="kdtune_driver_scale_"))
     spec = dataclasses.replace(
-        study.SPEC, name="driver_scale", num_samples=args.trials, scheduler="fifo",
+        study.SPEC, name="driver_scale", num_samples=args.trials, scheduler="fifo", front_seeds=1,
         max_concurrent_trials=args.concurrent, gpus_per_trial=1.0, simulate=str(args.blackbox),
         simulate_epoch_s=args.epoch_s, storage_path=str(folder / "ray_results"))  # fmt: skip
     set_verbosity(False)

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(args.seeds):
         for sampler in SAMPLERS:
             run = dataclasses.replace(spec, name=f"{sampler}_{seed}", seed=seed, sampler=sampler,
-                                      scheduler="fifo", num_samples=args.trials)  # fmt: skip
+                                      scheduler="fifo", num_samples=args.trials,
+                                      front_seeds=1)  # fmt: skip
             curve, _ = run_search(run, root / run.name)
             found[sampler].append([float(curve.hypervolume[n - 1]) for n in counts])
             print(f"seed {seed} {sampler}: hypervolume after {counts} trials = "

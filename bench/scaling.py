@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     folder = Path(tempfile.mkdtemp(prefix="kdtune_scaling_"))
     # the teacher is trained once, before the clock starts, and found in the cache by both runs
-    spec = dataclasses.replace(study.SPEC, storage_path=str(folder / "ray"))
+    spec = dataclasses.replace(study.SPEC, storage_path=str(folder / "ray"), front_seeds=1)
     get_teacher(
         load_dataset(spec.dataset, seed=spec.seed),
         spec.teacher,

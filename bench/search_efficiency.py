@@ -347,10 +347,12 @@ def main(argv: list[str] | None = None) -> dict:
     import studies.temperature_sweep as study
     from kdtune.cluster import set_verbosity
 
-    spec = dataclasses.replace(read_spec(args.spec) if args.spec else study.SPEC, **{
-        key: value for key, value in (("grace_period", args.grace_period),
-                                      ("reduction_factor", args.reduction_factor))
-        if value is not None})  # fmt: skip
+    # plain searches, one seed per configuration (bench.front_seeds measures the replicates)
+    spec = dataclasses.replace(read_spec(args.spec) if args.spec else study.SPEC, front_seeds=1,
+                               **{key: value for key, value in (
+                                   ("grace_period", args.grace_period),
+                                   ("reduction_factor", args.reduction_factor))
+                                  if value is not None})  # fmt: skip
     if args.blackbox:
         from bench import blackbox_efficiency
 

@@ -8,7 +8,8 @@ loop is replaced, by the simplest one that keeps its order of events: `concurren
 at once; every epoch of every trial takes one unit of simulated time; at each unit the running
 trials report their next epoch in the order they started, the scheduler judges each report, a
 stopped or finished trial is told to the searcher, and freed slots take new trials until the
-study's `num_samples` have started. A trial's reports are those the simulated backend
+study's `num_samples` and replicates have started (or its searcher has finished). A trial's
+reports are those the simulated backend
 (`kdtune.simulate.replayed_reports`) sends through Ray, so a configuration replays one measured
 seed, drawn by the study's seed.
 
@@ -27,10 +28,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from ray.tune.search import Searcher
 
 from kdtune.blackbox import Blackbox
 from kdtune.config import StudySpec, TrialConfig
 from kdtune.pareto import hypervolume_2d, pareto_front
+from kdtune.replicates import configuration_key
 from kdtune.search import how_it_ended, make_scheduler
 from kdtune.searchers import make_searcher
 from kdtune.simulate import replayed_reports
@@ -69,6 +72,24 @@ class SearchTrace:
                                        self.reference))  # fmt: skip
         return np.array(reported), np.array(true)
 
+    def seed_mean_front(self) -> tuple[float, float]:
+        """(reported, true) hypervolume of the front a study reports: that of the seed means of
+        the configurations that ran their whole budget (their seeds grouped by
+        `configuration_key`; one seed each without replicates), and the true hypervolume of the
+        same configurations. 0, 0 with no full trial."""
+        groups: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+        for config, full, reported, true in zip(self.configs, self.full, self.reported,
+                                                self.true):  # fmt: skip
+            if full:
+                groups.setdefault(configuration_key(config), ([], true))[0].append(reported)
+        if not groups:
+            return 0.0, 0.0
+        means = np.array([np.mean(seeds, axis=0) for seeds, _ in groups.values()])
+        truth = np.array([true for _, true in groups.values()])
+        front = pareto_front(means, self.directions)
+        return (hypervolume_2d(means, self.directions, self.reference),
+                hypervolume_2d(truth[front], self.directions, self.reference))
+
     @property
     def full_ended_at(self) -> np.ndarray:
         return self.ended_at[self.full]
@@ -101,22 +122,27 @@ def simulate_search(spec: StudySpec, blackbox: Blackbox, concurrency: int | None
     concurrency = concurrency or spec.max_concurrent_trials
     # trial id -> its config, the reports it has still to send, its true final objectives
     running: dict[str, tuple[dict[str, Any], list[dict[str, Any]], list[float]]] = {}
-    started, spent, most = 0, 0, 0
+    started, spent, most, searching = 0, 0, 0, True
     ended: list[tuple[dict[str, Any], int, int, bool, list[float], list[float]]] = []
-    while started < spec.num_samples or running:
-        while len(running) < concurrency and started < spec.num_samples:
+    while searching or running:
+        while searching and len(running) < concurrency and started < spec.most_trials:
             trial_id = f"trial_{started:05d}"
             config = searcher.suggest(trial_id)
+            searching = config != Searcher.FINISHED
+            if not isinstance(config, dict):  # None: wait for a running trial to end
+                break
             running[trial_id] = (config, replayed_reports(config, blackbox, declarations),
                                  _true_final(config, blackbox, declarations, metrics))  # fmt: skip
             started += 1
+        searching = searching and started < spec.most_trials
         most = max(most, len(running))
         spent += len(running)  # one unit of time: every running trial trains one epoch
         for trial_id in list(running):
             config, reports, truth = running[trial_id]
             report = reports.pop(0)
             searcher.on_trial_result(trial_id, report)
-            stopped = scheduler is not None and scheduler.judge(trial_id, [report]) == "STOP"
+            stopped = (scheduler is not None and scheduler.judges(config)
+                       and scheduler.judge(trial_id, [report]) == "STOP")  # fmt: skip
             if stopped or not reports:
                 searcher.on_trial_complete(trial_id, report)
                 state, _ = how_it_ended(report, metrics, spec.recipe.epochs, error=False)

@@ -277,12 +277,16 @@ class Blackbox:
                               self.surrogate)  # fmt: skip
         return {name: values[0] for name, values in found.items()}
 
-    def query(self, method: str, query: Mapping[str, Any], rng: np.random.Generator) -> Lookup:
+    def query(self, method: str, query: Mapping[str, Any],
+              seed: np.random.Generator | int) -> Lookup:  # fmt: skip
+        """The nearest measured configuration's curves of one measured seed: drawn by a
+        generator, or the measured seeds taken in turn by a trial seed (seeds s, s + 1, s + 2
+        replay different ones, as replicates of a configuration train different seeds)."""
         table = self.table(method)
         point = _point(method, table, query)
         distances = np.linalg.norm(self._units[method] - point, axis=1)
         nearest = int(np.argmin(distances))
-        s = int(rng.integers(len(table.seeds)))
+        s = (seed if isinstance(seed, int) else int(seed.integers(1 << 31))) % len(table.seeds)
         return Lookup(
             method=method, config=int(table.configs[nearest]),
             values={a.name: float(table.values[nearest, i]) for i, a in enumerate(table.axes)},

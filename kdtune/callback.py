@@ -22,9 +22,10 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdtune.config import one_line
 from kdtune.hparams import format_value
+from kdtune.replicates import configuration_key
 from kdtune.reports import expand, last_report
 from kdtune.storage import ROUTE, launch_value
-from kdtune.tracking import METHOD_TAG, STOPPED_TAG, StudyTracker
+from kdtune.tracking import CONFIG_TAG, METHOD_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
 TUNE_KEYS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag",
@@ -323,7 +324,8 @@ def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[s
 def trial_run(tracker: StudyTracker, trial: Any, route: Route, key: str) -> str:
     """A Tune trial's child run: tagged with its method and the study's tags, named by its
     configuration, its params the whole resolved config."""
-    tags = {METHOD_TAG: str(trial.config.get("method", "")), **route.tags}
+    tags = {METHOD_TAG: str(trial.config.get("method", "")),
+            CONFIG_TAG: configuration_key(trial.config), **route.tags}
     return tracker.trial_run(trial.trial_id, trial.config, tags, key,
                              name=run_name(trial.config, route.label_keys))  # fmt: skip
 

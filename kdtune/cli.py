@@ -127,6 +127,9 @@ FLAGS = (
          "use instead of training one"),
     Flag("--objectives", "objectives", _objectives, "comma-separated METRIC:max|min"),
     Flag("--num-samples", "num_samples", int, "trials of a search"),
+    Flag("--front-seeds", "front_seeds", int,
+         "a search's front measured over up to this many seeds: configurations on or near it "
+         "run again with seeds seed+1, seed+2, ... until clearly on or off it; 1 = off"),
     Flag("--max-concurrent-trials", "max_concurrent_trials", int, "trials running at once"),
     Flag("--cpus-per-trial", "cpus_per_trial", float, "CPUs each trial holds"),
     Flag("--gpus-per-trial", "gpus_per_trial", float,
@@ -446,7 +449,9 @@ def _pareto(args: argparse.Namespace) -> None:
         raise fail(f"results: no file {str(path)!r}; give a study folder or its results.parquet")
     try:
         table = tables.read_table(path)
-        front = table.filter(table["pareto"])
+        front_path = path.parent / "pareto.parquet"  # a row per configuration, its seed means
+        front = (tables.read_table(front_path) if front_path.exists()
+                 else table.filter(table["pareto"]))  # fmt: skip
     except Exception as error:  # damaged, or not a kdtune table
         raise fail(f"results: cannot read {str(path)!r} as a kdtune results table "
                    f"({one_line(error)}); run the study with --resume to write it again") from None

@@ -78,6 +78,9 @@ def _check_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
 
 AUTO_ON_OFF = ("auto", "on", "off")
 MAX_NAME = 100
+# a search's replicates: front_seeds - 1 more seeds for as many configurations as this share of
+# its trials (`StudySpec.replicate_trials`)
+REPLICATED_SHARE = 1 / 4
 
 
 def _shown(value: Any, limit: int = 80) -> str:
@@ -236,6 +239,12 @@ class StudySpec:
     reseed: tuple[int, ...] = ()
     objectives: tuple[tuple[str, str], ...] = (("val_acc", "max"), ("val_ece", "min"))
     num_samples: int = 16
+    # A search's front measured over seeds: after its num_samples trials, each configuration on
+    # the front or within noise of it runs again with seeds seed + 1, seed + 2, ..., up to this
+    # many seeds in all, until it is clearly on the front or clearly behind it (racing,
+    # kdtune/replicates.py); the front is then that of the seed means. At most
+    # `replicate_trials` such trials. 1 = off; a grid repeats its points over `seeds` instead.
+    front_seeds: int = 3
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -295,7 +304,7 @@ class StudySpec:
             raise ConfigError("methods: list at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: list each method once, got {list(self.methods)}")
-        for name in ("num_samples", "max_concurrent_trials"):
+        for name in ("num_samples", "max_concurrent_trials", "front_seeds"):
             _check_number(name, getattr(self, name), whole=True)
         _check_number("cpus_per_trial", self.cpus_per_trial, positive=True)
         for name in ("gpus_per_trial", "checkpoint_interval_s", "report_interval_s",
@@ -376,6 +385,11 @@ class StudySpec:
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise ConfigError(f"{name}: list each seed once, got {list(values)}")
+        replicated = set(range(self.seed + 1, self.seed + self.front_seeds)) & set(self.reseed)
+        if replicated and not self.grid:
+            raise ConfigError(f"reseed: seeds {sorted(replicated)} are the search's own "
+                              f"replicates of its front (seed + 1 .. seed + front_seeds - 1); "
+                              f"give seeds from {self.seed + self.front_seeds} on")  # fmt: skip
         if self.reseed and self.grid:
             raise ConfigError("reseed: a grid study repeats its points already; "
                               "give their seeds in `seeds`")  # fmt: skip
@@ -401,6 +415,19 @@ class StudySpec:
         """Trials the study runs: the grid times the seeds, or `num_samples` searched ones."""
         return len(self.grid) * len(self.trial_seeds) if self.grid else self.num_samples
 
+    @property
+    def replicate_trials(self) -> int:
+        """The most trials a search adds to measure its front over seeds: front_seeds - 1 more
+        seeds for as many configurations as a REPLICATED_SHARE of its trials (0 for a grid)."""
+        if self.grid or self.front_seeds <= 1:
+            return 0
+        return (self.front_seeds - 1) * max(1, math.ceil(self.num_samples * REPLICATED_SHARE))
+
+    @property
+    def most_trials(self) -> int:
+        """What Tune may run: the study's trials and the replicates."""
+        return self.trial_count + self.replicate_trials
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
         """Build a spec from plain data (a TOML file); nested recipes are tables."""
@@ -422,11 +449,14 @@ class StudySpec:
 
 # What a resumed study keeps from its first launch: Tune restores its own settings as saved,
 # and the earlier trials were drawn, trained and judged under the rest.
-KEPT_ON_RESUME = ("num_samples", "max_concurrent_trials")
+KEPT_ON_RESUME = ("num_samples", "max_concurrent_trials", "front_seeds")
 FREE_ON_RESUME = ("name", "storage_path", "data_root", "download", "cpus_per_trial",
                   "gpus_per_trial", "max_failures", "checkpoint_interval_s",
                   "report_interval_s", "importance_evaluator", "reseed",
                   "simulate_epoch_s")  # fmt: skip
+
+# how a study begun before a field existed ran, where that is not the field's default
+BEFORE_IT_EXISTED = {"front_seeds": 1}
 
 
 def spec_record(spec: StudySpec) -> dict[str, Any]:
@@ -440,8 +470,9 @@ def resume_changes(saved: Mapping[str, Any],
     "field: first -> now", and the first launch's values of the settings it keeps although
     asked for others)."""
     now = spec_record(spec)
-    # a field that the first launch's record lacks came with a later kdtune: it ran at its default
-    saved = {**spec_record(StudySpec()), **saved}
+    # a field that the first launch's record lacks came with a later kdtune: it ran at its
+    # default, or as it worked before the field existed
+    saved = {**spec_record(StudySpec()), **BEFORE_IT_EXISTED, **saved}
     changed = [key for key in now if key not in FREE_ON_RESUME and saved.get(key) != now[key]]
     refused = [change for key in changed if key not in KEPT_ON_RESUME
                for change in _changes(key, saved.get(key), now[key])]  # fmt: skip

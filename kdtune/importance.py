@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from kdtune.search import rung_values
+from kdtune.search import REPLICATED_ATTR, rung_values
 
 MIN_TRIALS = 6  # fewer complete trials say nothing about what matters
 WEAK_AGREEMENT = 0.5  # a rung's Spearman correlation with the final ranking below this is weak
@@ -92,6 +92,12 @@ def format_importances(rows: Sequence[dict[str, Any]], top: int = 5) -> str:
 
 def load_study(storage_url: str, name: str) -> Any:
     return optuna.load_study(study_name=name, storage=storage_url)
+
+
+def search_ended(storage_url: str, name: str) -> bool:
+    """Whether the search handed out every trial it had, replicates included (its searcher
+    marks the Optuna study: `searchers.OptunaSearcher`), so that Tune's end was the search's."""
+    return bool(load_study(storage_url, name).user_attrs.get(REPLICATED_ATTR))
 
 
 def _at_fidelity(study: Any) -> tuple[Any, str] | None:

@@ -7,6 +7,7 @@ the end.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kdtune import atomic, plots, tables
 from kdtune.callback import FINISHED_STATES, run_name, stopped_at, trial_failure
@@ -29,13 +29,14 @@ from kdtune.importance import (
     study_importances,
 )
 from kdtune.metrics import worst_value
-from kdtune.pareto import hypervolume_2d, pareto_front
+from kdtune.replicates import SeedFront, configuration_key, seed_front
 from kdtune.reports import last_report
 from kdtune.search import grid_keys
 from kdtune.storage import StudyStorage
-from kdtune.tracking import STOPPED_TAG, StudyTracker, run_route
+from kdtune.tracking import STOPPED_TAG, SUMMARY_TAG, TRIAL_TAG, StudyTracker, run_route
 from kdtune.trainable import BEST_ON_TEST
 
+METRIC_PREFIXES = ("train_", "val_", "test_")  # a trial's metrics: averaged over seeds on the front
 SUMMARY_METRICS = ("val_acc", "val_ece", "test_acc", BEST_ON_TEST, "test_ece", "test_nll",
                    "test_ece_ts", "pareto")  # fmt: skip
 
@@ -60,8 +61,32 @@ def summary_columns(table: pa.Table, declarations: Declarations) -> list[str]:
     and how trials ended when some did not run their budget."""
     statuses = set(table["status"].to_pylist()) if "status" in table.column_names else set()
     ended = ["status"] + (["stopped_at"] if "STOPPED" in statuses else [])
-    return ["trial_id", "method", *hparam_columns(table, declarations), *SUMMARY_METRICS,
+    seeds = ["seed"] if len(set(table["seed"].to_pylist() if "seed" in table.column_names
+                                else [])) > 1 else []  # fmt: skip
+    return ["trial_id", "method", *hparam_columns(table, declarations), *seeds, *SUMMARY_METRICS,
             *(ended if statuses - {"TERMINATED"} else [])]  # fmt: skip
+
+
+def front_columns(table: pa.Table, declarations: Declarations) -> list[str]:
+    """The printed front: a row per configuration, its seed means, standard errors (shown as
+    `mean ± se`), seed count and probability of being non-dominated."""
+    shown = [c for c in summary_columns(table, declarations)
+             if c not in ("status", "stopped_at", "seed")]  # fmt: skip
+    return [*shown, "seeds", "p_nondominated"]
+
+
+def with_errors(front: pa.Table) -> pa.Table:
+    """The front for reading: each objective's cell `mean ± se` (from its `<objective>_se`
+    column) where it has an error."""
+    rows = front.to_pylist()
+    names = [c[:-3] for c in front.column_names
+             if c.endswith("_se") and c[:-3] in front.column_names]  # fmt: skip
+    for row in rows:
+        for name in names:
+            error = row.pop(f"{name}_se", None)
+            if row.get(name) is not None:
+                row[name] = f"{row[name]:.4f}" + ("" if error is None else f" ± {error:.4f}")
+    return tables.to_table(rows) if rows else front
 
 
 def legend(columns: Sequence[str], declarations: Declarations, width: int | None = None) -> str:
@@ -79,8 +104,13 @@ def legend(columns: Sequence[str], declarations: Declarations, width: int | None
                      "test set as most CIFAR-100 KD tables do; test_acc is the last epoch's (the "
                      "cifar_benchmark protocol's own figure)")  # fmt: skip
     if "pareto" in columns:
-        lines.append("  pareto: on the front of the study's objectives (among the trials that "
-                     "ran their whole budget)")  # fmt: skip
+        lines.append("  pareto: the trial's configuration is on the front of the seed means of "
+                     "the study's objectives (over the trials that ran their whole budget)")
+    if "seeds" in columns:
+        lines.append("  front: a row per configuration, its values the means over its seeds "
+                     "(`seeds`) ± their standard error (the seed noise pooled over the "
+                     "configurations measured more than once); p_nondominated: how often it is "
+                     "on the front when the seeds are resampled (bootstrap)")  # fmt: skip
     if "stopped_at" in columns:
         lines.append("  STOPPED: MO-ASHA stopped the trial at epoch stopped_at (its metrics are "
                      "that epoch's)")  # fmt: skip
@@ -101,13 +131,15 @@ def format_tables(table: pa.Table, front: pa.Table, declarations: Declarations, 
     """All trials and the front, as the terminal and `kdtune pareto` show them, best first by
     the first objective, with what each abbreviation of a shown column means."""
     columns = [c for c in summary_columns(table, declarations) if c in table.column_names]
+    shown = front_columns(table, declarations)
     width = tables.terminal_width()
     return "\n".join([
         tables.format_table(table, columns, title=f"\nAll trials ({table.num_rows}):",
                             width=width),
-        tables.format_table(front, columns, title=f"\n{front_title} ({front.num_rows}):",
-                            width=width),
-        legend(columns, declarations, width),
+        tables.format_table(with_errors(front), shown, width=width,
+                            title=f"\n{front_title} ({front.num_rows} configurations):"),
+        legend(list(dict.fromkeys([*columns, *(c for c in shown if c in front.column_names)])),
+               declarations, width),
     ])  # fmt: skip
 
 
@@ -126,15 +158,72 @@ def reference_point(spec: StudySpec, points: np.ndarray) -> list[float]:
     return reference
 
 
-def mark_front(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]]) -> np.ndarray:
-    """Set each row's `pareto` flag (finished trials only); returns the objective values."""
-    names = [metric for metric, _ in objectives]
-    points = np.array([[row.get(n, np.nan) if row["status"] == "TERMINATED" else np.nan
-                        for n in names] for row in rows], dtype=float)  # fmt: skip
-    points = points.reshape(len(rows), len(names))
-    for row, flag in zip(rows, pareto_front(points, [mode for _, mode in objectives])):
-        row["pareto"] = bool(flag)
-    return points
+def _measured(row: Mapping[str, Any], names: Sequence[str]) -> bool:
+    """A trial that ran its whole budget and has every objective."""
+    values = [row.get(n) for n in names]
+    return row["status"] == "TERMINATED" and all(
+        isinstance(v, (int, float)) and math.isfinite(v) for v in values)  # fmt: skip
+
+
+def mark_front(rows: list[dict[str, Any]],
+               spec: StudySpec) -> tuple[list[dict[str, Any]], SeedFront | None]:  # fmt: skip
+    """The front of the seed means: each configuration's trials that ran their whole budget
+    (grouped by `config_key`), their means, standard errors, seed counts, probabilities of
+    being non-dominated and the hypervolume's interval (`replicates.seed_front`). Sets each
+    trial row's `pareto` (its configuration is on the front) and `seeds`; returns one row per
+    configuration (its means, `<objective>_se`, `seeds`, `p_nondominated`, `trial_ids`,
+    `pareto`) and the SeedFront (None when no trial ran its budget)."""
+    names = [metric for metric, _ in spec.objectives]
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if _measured(row, names):
+            members.setdefault(row["config_key"], []).append(row)
+    for row in rows:
+        row["pareto"], row["seeds"] = False, len(members.get(row["config_key"], ()))
+    if not members:
+        return [], None
+    groups = [np.array([[r[n] for n in names] for r in found]) for found in members.values()]
+    front = seed_front(groups, [mode for _, mode in spec.objectives],
+                       reference_point(spec, np.vstack(groups)), seed=spec.seed)  # fmt: skip
+    for i, found in enumerate(members.values()):
+        for row in found:
+            row["pareto"] = bool(front.on_front[i])
+    return [_configuration_row(found, names, front, i)
+            for i, found in enumerate(members.values())], front
+
+
+def configuration_summaries(spec: StudySpec, configurations: Sequence[Mapping[str, Any]],
+                            ) -> list[dict[str, Any]]:  # fmt: skip
+    """What MLflow gets of each configuration measured over several seeds: a summary run
+    (`tracking.summarise_configurations`) named as its trials' runs plus its seed count, its
+    config as params, its seed means, standard errors, seed count and p_nondominated as
+    metrics. (One for a configuration of one seed would repeat its trial's run.)"""
+    names = [m for m, _ in spec.objectives]
+    shown = [*names, *(f"{m}_se" for m in names), "test_acc", "test_ece", "test_ece_ts",
+             "seeds", "p_nondominated"]  # fmt: skip
+    return [{"config_key": c["config_key"], "pareto": c["pareto"],
+             "name": f"{c['run_name']} ({c['seeds']} seeds)",
+             "params": {k: c[k] for k in c["config_params"]}, "method": c["method"],
+             "metrics": {k: c[k] for k in shown if c.get(k) is not None}}
+            for c in configurations if c["seeds"] > 1]  # fmt: skip
+
+
+def _configuration_row(found: list[dict[str, Any]], names: Sequence[str], front: SeedFront,
+                       i: int) -> dict[str, Any]:  # fmt: skip
+    """A front configuration as pareto.parquet holds it: its first trial's config, run and
+    name, every metric averaged over its seeds, and its uncertainty."""
+    row = {k: v for k, v in found[0].items() if k != "seed"}
+    for key in found[0]:
+        values = [r.get(key) for r in found]
+        if key.startswith(METRIC_PREFIXES) and all(isinstance(v, (int, float)) for v in values):
+            row[key] = float(np.mean(values))
+    for j, name in enumerate(names):
+        row[name] = float(front.means[i, j])
+        row[f"{name}_se"] = None if math.isnan(front.errors[i, j]) else float(front.errors[i, j])
+    row.update(seeds=int(front.seeds[i]), p_nondominated=float(front.p_nondominated[i]),
+               trial_ids=",".join(r["trial_id"] for r in found),
+               pareto=bool(front.on_front[i]))  # fmt: skip
+    return row
 
 
 def write_outcome(
@@ -147,28 +236,32 @@ def write_outcome(
     rows = trial_rows(trials, tracker.trial_runs())
     for row in rows:
         row["run_name"] = run_name(row, label_keys)
-    points = mark_front(rows, spec.objectives)
+    configurations, seed_means = mark_front(rows, spec)
     table = sort_by_objective(tables.to_table(rows), spec.objectives[0])
-    front = table.filter(pc.equal(table["pareto"], True))
+    front = sort_by_objective(tables.to_table([c for c in configurations if c["pareto"]]),
+                              spec.objectives[0])  # fmt: skip
     tables.write_table(table, folder / "results.parquet")
     tables.write_table(front, folder / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
+    tracker.summarise_configurations(configuration_summaries(spec, configurations))
     atomic.write_text(folder / "pareto.txt",
-                      tables.format_table(front, summary_columns(table, declarations)) + "\n")
+                      tables.format_table(with_errors(front),
+                                          front_columns(table, declarations)) + "\n")
     files = [folder / name for name in ("results.parquet", "pareto.parquet", "pareto.txt")]
-    files += _figures(spec, rows, points, folder, tracker, declarations)
+    files += _figures(spec, rows, front, seed_means, folder, tracker, declarations)
     tracker.log_study_artifacts(files)
     storage.publish(*files)
     finished = sum(r["status"] == "TERMINATED" for r in rows)
     tracker.log_study_metrics({"num_trials": len(rows), "num_finished": finished,
-                               "pareto_size": sum(r["pareto"] for r in rows)})  # fmt: skip
+                               "pareto_size": front.num_rows})  # fmt: skip
     _save_views(spec, tracker, label_keys)
     text = description(spec, question, table, front, files, tracker.experiment_id)
     tracker.describe_study(text)
     return Outcome(table, front, files, text)
 
 
-TRIALS_VIEW, FRONT_VIEW = "kdtune-trials", "kdtune-front"  # saved views of the runs table
+# saved views of the runs table
+TRIALS_VIEW, FRONT_VIEW, CONFIGURATIONS_VIEW = "kdtune-trials", "kdtune-front", "kdtune-configs"
 
 
 def view_link(experiment_id: str, view: str = TRIALS_VIEW, charts: bool = False) -> str:
@@ -210,10 +303,17 @@ def _save_views(spec: StudySpec, tracker: StudyTracker,
              {"type": "PARALLEL", "displayName": "hyperparameters to objectives",
               "selectedParams": list(names), "selectedMetrics": objectives, "showAllRuns": True},
              *(_curves(m) for m in objectives)]  # fmt: skip
-    tracker.save_view(TRIALS_VIEW, "kdtune: all trials", "tags.`kdtune.trial_id` LIKE '%'",
-                      columns, order, sweep)  # fmt: skip
-    tracker.save_view(FRONT_VIEW, "kdtune: Pareto front", "tags.pareto = 'true'", columns, order,
+    trials = f"tags.`{TRIAL_TAG}` LIKE '%'"
+    tracker.save_view(TRIALS_VIEW, "kdtune: all trials", trials, columns, order, sweep)
+    tracker.save_view(FRONT_VIEW, "kdtune: Pareto front",
+                      f"tags.pareto = 'true' and {trials}", columns, order,
                       [_curves(m) for m in objectives])  # fmt: skip
+    measured = [*(f"metrics.`{m}`" for m in objectives), *(f"metrics.`{m}_se`" for m in objectives),
+                "metrics.`seeds`", "metrics.`p_nondominated`", "tags.`pareto`"]  # fmt: skip
+    settings = ["params.`method`", *(f"params.`{k}`" for k in names if k != "seed")]
+    tracker.save_view(CONFIGURATIONS_VIEW, "kdtune: configurations over seeds",
+                      f"tags.`{SUMMARY_TAG}` = 'true'", [*settings, *measured], order,
+                      [sweep[0]])  # fmt: skip
 
 
 def _curves(metric: str) -> dict[str, Any]:
@@ -227,14 +327,19 @@ def _curves(metric: str) -> dict[str, Any]:
 
 
 def _figures(
-    spec: StudySpec, rows: list[dict[str, Any]], points: np.ndarray, folder: Path,
-    tracker: StudyTracker, declarations: Declarations,
+    spec: StudySpec, rows: list[dict[str, Any]], front: pa.Table, seed_means: SeedFront | None,
+    folder: Path, tracker: StudyTracker, declarations: Declarations,
 ) -> list[Path]:  # fmt: skip
-    """The Pareto front of two objectives (PNG, and HTML to explore), with its hypervolume;
-    test metrics against the KD temperature."""
+    """The Pareto front of two objectives (PNG, and HTML to explore), with its hypervolume
+    and the hypervolume's interval; test metrics against the KD temperature."""
     figures = []
     finished = [r for r in rows if r["status"] == "TERMINATED"]
-    if len(spec.objectives) == 2 and finished:
+    if seed_means is not None:
+        value, low, high = seed_means.hypervolume
+        tracker.log_study_metrics({name: v for name, v in (
+            ("hypervolume", value), ("hypervolume_low", low), ("hypervolume_high", high))
+            if math.isfinite(v)})  # fmt: skip
+    if len(spec.objectives) == 2 and seed_means is not None:
         (x_name, x_mode), (y_name, y_mode) = spec.objectives
         on_front, groups = [r["pareto"] for r in rows], [r["method"] for r in rows]
         stopped = [r["status"] == "STOPPED" for r in rows]
@@ -245,14 +350,17 @@ def _figures(
         labels = {"x_label": plots.metric_label(x_name, x_mode),
                   "y_label": plots.metric_label(y_name, y_mode), "stopped": stopped}  # fmt: skip
         early = f" ({sum(stopped)} stopped early, hollow)" if any(stopped) else ""
-        title = f"{spec.name}: {len(rows)} trials{early}, the front ringed"
+        title = f"{spec.name}: {len(rows)} trials{early}, the front of the seed means"
+        members = front.to_pylist()
+        labels["front"] = plots.FrontPoints(
+            *([m[name] for m in members] for name in (x_name, y_name)),
+            *([m.get(f"{name}_se") if m.get(f"{name}_se") is not None else np.nan for m in members]
+              for name in (x_name, y_name)),
+            [_member_hover(m, spec) for m in members])  # fmt: skip
         figures.append(plots.pareto_scatter(x, y, on_front, groups, path=folder / "pareto.png",
                                             title=title, **labels))  # fmt: skip
         figures.append(plots.pareto_html(x, y, on_front, groups, [_hover(r, spec) for r in rows],
                                          path=folder / "pareto.html", title=title, **labels))
-        reference = reference_point(spec, points)
-        tracker.log_study_metrics({"hypervolume": hypervolume_2d(points, [x_mode, y_mode],
-                                                                 reference)})  # fmt: skip
     temperature = {method: declared.name for method, hparams in declarations.items()
                    if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
     with_t = [r for r in finished if r["method"] in temperature
@@ -280,6 +388,16 @@ def _hover(row: Mapping[str, Any], spec: StudySpec) -> str:
                       *scores])  # fmt: skip
 
 
+def _member_hover(member: Mapping[str, Any], spec: StudySpec) -> str:
+    """A front configuration's hover text: its run name, seeds, means ± errors."""
+    scores = [f"{m} = {member[m]:.4f}" + (f" ± {member[f'{m}_se']:.4f}"
+                                          if member.get(f"{m}_se") is not None else "")
+              for m, _ in spec.objectives]  # fmt: skip
+    return "\n".join([member["run_name"], f"mean of {member['seeds']} seeds (trials "
+                      f"{member['trial_ids']}), p_nondominated {member['p_nondominated']:.2f}",
+                      *scores])  # fmt: skip
+
+
 # MLflow keeps a tag's first 8,000 characters, and a description is a tag: a long front (a big
 # search's duplicated optima) would cut off everything below it, so the table shows this many
 FRONT_ROWS_SHOWN = 25
@@ -294,12 +412,15 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
     finished = sum(s == "TERMINATED" for s in table["status"].to_pylist())
     metrics = list(dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
                                   "test_ece_ts"]))  # fmt: skip
-    rows = [[run_link(r, experiment_id),
-             *(f"{r[m]:.4f}" if r.get(m) is not None else "-" for m in metrics)]
-            for r in front.to_pylist()[:FRONT_ROWS_SHOWN]]  # fmt: skip
+    shown = with_errors(front).to_pylist()[:FRONT_ROWS_SHOWN]
+    rows = [[run_link(r, experiment_id), str(r.get("seeds", 1)),
+             *(r[m] if isinstance(r.get(m), str) else f"{r[m]:.4f}" if r.get(m) is not None
+               else "-" for m in metrics),
+             f"{r['p_nondominated']:.2f}" if r.get("p_nondominated") is not None else "-"]
+            for r in shown]  # fmt: skip
     more = front.num_rows - len(rows)
-    front_table = "\n".join(["| run | " + " | ".join(f"`{m}`" for m in metrics) + " |",
-                             "|---" * (len(metrics) + 1) + "|",
+    front_table = "\n".join(["| run | seeds | " + " | ".join(f"`{m}`" for m in metrics)
+                             + " | `p_nondominated` |", "|---" * (len(metrics) + 3) + "|",
                              *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
     if more > 0:
         front_table += (f"\n\n... and {more} more runs on [the front]"
@@ -315,11 +436,15 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
         f"{table.num_rows} trials ({finished} finished) of {', '.join(spec.methods)}: "
         f"{spec.teacher} distilled into {spec.student} on {spec.dataset}, "
         f"{spec.recipe.epochs} epochs each. Objectives: {goals}.",
-        f"#### Pareto front ({front.num_rows} runs)",
+        f"#### Pareto front ({front.num_rows} configurations)",
+        "Each configuration's seed means ± their standard error (over `seeds` seeds; the run "
+        "linked is its first), and how often it stays on the front when its seeds are "
+        "resampled (`p_nondominated`).",
         front_table if rows else "(no finished trial)",
         "#### Where to look\n"
         f"- The runs table, best first: [every trial]({view_link(experiment_id)}), "
-        f"[the front]({view_link(experiment_id, FRONT_VIEW)}) (also in the Views menu); "
+        f"[the front]({view_link(experiment_id, FRONT_VIEW)}), [each configuration over its "
+        f"seeds]({view_link(experiment_id, CONFIGURATIONS_VIEW)}) (also in the Views menu); "
         f"[the sweep charts]({view_link(experiment_id, charts=True)}): the objectives against "
         "each other, parallel coordinates from the hyperparameters to them, the curves "
         f"(the [front's curves]({view_link(experiment_id, FRONT_VIEW, charts=True)})).\n"
@@ -368,6 +493,8 @@ def trial_rows(trials: Sequence[Any], run_ids: Mapping[str, str]) -> list[dict[s
         status = trial.status if trial.status in FINISHED_STATES else "UNFINISHED"
         stopped = stopped_at(trial)
         rows.append({**trial.config, **metrics, "trial_id": trial.trial_id,
+                     "config_key": configuration_key(trial.config),
+                     "config_params": [k for k in trial.config if k != "seed"],
                      "status": "STOPPED" if stopped is not None else status,
                      "stopped_at": stopped,
                      "error": trial_failure(trial) if status == "ERROR" else None,

@@ -4,7 +4,8 @@ better."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -54,13 +55,29 @@ def _panel_row(count: int, height: float = 4.2) -> tuple[plt.Figure, Sequence[pl
     return fig, axes[0]
 
 
+@dataclass(frozen=True)
+class FrontPoints:
+    """The front as a study reports it: each member's seed means, their standard errors (NaN
+    where unknown: no bar) and a text per member."""
+
+    x: Sequence[float]
+    y: Sequence[float]
+    x_err: Sequence[float]
+    y_err: Sequence[float]
+    text: Sequence[str]
+
+    def sorted(self) -> list[tuple[float, float, float, float, str]]:
+        return sorted(zip(self.x, self.y, self.x_err, self.y_err, self.text))
+
+
 def pareto_scatter(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str], *,
-    x_label: str, y_label: str, path: str | Path, title: str = "Pareto front",
-    stopped: Sequence[bool] = (),
+    front: FrontPoints, x_label: str, y_label: str, path: str | Path,
+    title: str = "Pareto front", stopped: Sequence[bool] = (),
 ) -> Path:  # fmt: skip
-    """All trials coloured by group (method), those `stopped` early hollow (at the values they
-    stopped with); the front drawn as a line through its points."""
+    """All trials coloured by group (method), ringed where their configuration is on the
+    front, those `stopped` early hollow (at the values they stopped with); the front drawn as a
+    line through its members' seed means, with bars of one standard error."""
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
     early = _flags(stopped, len(x))
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -71,8 +88,12 @@ def pareto_scatter(
             ax.scatter(x[mask & early], y[mask & early], facecolors="none",
                        edgecolors=f"C{i % 10}", alpha=0.7,
                        label=f"{group}, stopped early")  # fmt: skip
-    order = np.argsort(x[on_front])
-    ax.plot(x[on_front][order], y[on_front][order], "k--o", mfc="none", ms=11, label="Pareto front")
+    ax.scatter(x[on_front], y[on_front], facecolors="none", edgecolors="black", s=110,
+               label="a trial of a front configuration")  # fmt: skip
+    members = np.array([m[:4] for m in front.sorted()], float).reshape(-1, 4)
+    ax.errorbar(members[:, 0], members[:, 1], xerr=np.nan_to_num(members[:, 2]),
+                yerr=np.nan_to_num(members[:, 3]), fmt="k--D", ms=5, capsize=3,
+                label="front of the seed means (± 1 SE)")  # fmt: skip
     ax.set(xlabel=x_label, ylabel=y_label, title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -106,12 +127,13 @@ def _svg_axes(x_ticks: np.ndarray, y_ticks: np.ndarray, x_label: str, y_label: s
 
 def pareto_html(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str],
-    hover: Sequence[str], *, x_label: str, y_label: str, path: str | Path, title: str,
-    stopped: Sequence[bool] = (),
+    hover: Sequence[str], *, front: FrontPoints, x_label: str, y_label: str, path: str | Path,
+    title: str, stopped: Sequence[bool] = (),
 ) -> Path:  # fmt: skip
     """The Pareto scatter as a page to explore: every trial a point whose tooltip (hover) holds
-    its run name, hyperparameters and objectives, the front drawn and listed. Plain SVG, no
-    script: it shows in MLflow's sandboxed artifact preview, offline, at any study size."""
+    its run name, hyperparameters and objectives; the front of the seed means drawn with its
+    standard errors, each member's tooltip its means, and listed. Plain SVG, no script: it
+    shows in MLflow's sandboxed artifact preview, offline, at any study size."""
     from matplotlib.ticker import MaxNLocator
 
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
@@ -121,33 +143,38 @@ def pareto_html(
     x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
     y_ticks = MaxNLocator(6).tick_values(np.nanmin(y[shown]), np.nanmax(y[shown]))
 
+    def at(a: float, b: float) -> tuple[float, float]:
+        return (_at(a, x_ticks, margin, width - margin / 2),
+                _at(b, y_ticks, height - margin, margin / 2))  # fmt: skip
+
     def px(i: int) -> tuple[float, float]:
-        return (_at(x[i], x_ticks, margin, width - margin / 2),
-                _at(y[i], y_ticks, height - margin, margin / 2))  # fmt: skip
+        return at(x[i], y[i])
 
     colors = {g: f"C{i % 10}" for i, g in enumerate(sorted(set(groups)))}
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
            f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">']
     svg += _svg_axes(x_ticks, y_ticks, x_label, y_label, width, height, margin)
-    front = sorted((px(i) for i in np.flatnonzero(on_front & shown)), key=lambda p: p[0])
-    if front:
-        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in front)
+    members = front.sorted()
+    if members:
+        points = " ".join("{:.1f},{:.1f}".format(*at(m[0], m[1])) for m in members)
         svg.append(f'<polyline points="{points}" fill="none" stroke="black" '
                    'stroke-dasharray="6,4"/>')  # fmt: skip
     svg += [_svg_trial(px(i), matplotlib.colors.to_hex(colors[groups[i]]), on_front[i], early[i],
                        hover[i]) for i in np.flatnonzero(shown)]  # fmt: skip
+    svg += [_svg_member(m, at) for m in members]
     for row, (group, color) in enumerate(colors.items()):
         svg.append(f'<circle cx="{width - 150}" cy="{margin / 2 + 14 + 18 * row}" r="5" '
                    f'fill="{matplotlib.colors.to_hex(color)}"/><text x="{width - 140}" '
                    f'y="{margin / 2 + 18 + 18 * row}">{_escape(group)}</text>')  # fmt: skip
     svg.append("</svg>")
-    listed = "".join(f"<li>{_escape(hover[i]).replace(chr(10), '; ')}</li>"
-                     for i in np.flatnonzero(on_front & shown))  # fmt: skip
+    listed = "".join(f"<li>{_escape(m[4]).replace(chr(10), '; ')}</li>" for m in members)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
             f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
-            "<p>Hover a point for its run: name, hyperparameters, objectives. Ringed points "
-            "are on the Pareto front, listed below; hollow ones were stopped early by the "
-            f"scheduler, at the values they had then.</p>{''.join(svg)}<h4>Pareto front</h4>"
+            "<p>Hover a point for its run: name, hyperparameters, objectives. Ringed points are "
+            "trials of a configuration on the Pareto front; the black diamonds on the dashed "
+            "line are the front's seed means, with bars of one standard error, listed below; "
+            "hollow points were stopped early by the scheduler, at the values they had then."
+            f"</p>{''.join(svg)}<h4>Pareto front (seed means)</h4>"
             f"<ul>{listed}</ul></body></html>")  # fmt: skip
     path = Path(path)
     with atomic_path(path) as temp:
@@ -167,6 +194,21 @@ def _svg_trial(at: tuple[float, float], color: str, on_front: bool, stopped: boo
              f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front else ""))
     return (f'<circle cx="{at[0]:.1f}" cy="{at[1]:.1f}" r="{7 if on_front else 5}" {paint} '
             f'opacity="0.85"><title>{_escape(hover)}</title></circle>')
+
+
+def _svg_member(member: tuple[float, float, float, float, str],
+                at: Callable[[float, float], tuple[float, float]]) -> str:  # fmt: skip
+    """A front member: a diamond at its seed means, bars of one standard error each way."""
+    x, y, x_err, y_err, text = member
+    cx, cy = at(x, y)
+    bars = []
+    for (a, b), (c, d) in ((at(x - x_err, y), at(x + x_err, y)),
+                           (at(x, y - y_err), at(x, y + y_err))):  # fmt: skip
+        if np.isfinite([a, b, c, d]).all():
+            bars.append(f'<line x1="{a:.1f}" y1="{b:.1f}" x2="{c:.1f}" y2="{d:.1f}" '
+                        'stroke="black"/>')  # fmt: skip
+    return (f'<g>{"".join(bars)}<path d="M{cx:.1f},{cy - 6:.1f} l6,6 l-6,6 l-6,-6 z" '
+            f'fill="black"><title>{_escape(text)}</title></path></g>')
 
 
 def _escape(text: str) -> str:

@@ -9,7 +9,12 @@ replicates, since two or three seeds of one configuration say little about its o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +60,8 @@ def race(means: np.ndarray, errors: np.ndarray, directions: Sequence[Direction],
     """Each configuration's standing, from its seed means and their standard errors:
     - "dominated": another configuration is better in every objective by more than `z`
       standard errors of the difference, so more seeds would not bring it onto the front;
-    - "front": against every other configuration it is better in some objective by more than
-      that, so none can dominate it;
+    - "front": its errors are known and against every other configuration it is better in
+      some objective by more than that, so none can dominate it;
     - "open": neither is clear yet (a tie, or errors still unknown: NaN counts as unknown)."""
     costs = as_minimisation(means, directions)
     errors = np.nan_to_num(np.asarray(errors, dtype=float), nan=np.inf)
@@ -68,7 +73,7 @@ def race(means: np.ndarray, errors: np.ndarray, directions: Sequence[Direction],
         others = np.arange(len(costs)) != i
         if (ahead_of_i.all(axis=1) & others).any():
             standings.append(DOMINATED)
-        elif behind_i.any(axis=1)[others].all():
+        elif np.isfinite(errors[i]).all() and behind_i.any(axis=1)[others].all():
             standings.append(ON_FRONT)
         else:
             standings.append(OPEN)
@@ -96,14 +101,14 @@ def _residual_pool(groups: list[np.ndarray]) -> np.ndarray:
 
 
 def bootstrap_means(groups: Sequence[np.ndarray], objectives: int, draws: int,
-                    seed: int = 0) -> np.ndarray:  # fmt: skip
+                    seed: int = 0, pool: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """(draws, configurations, objectives): seed means recomputed on seeds drawn with
     replacement. A configuration with replicates draws from its own seeds; one measured once has
-    no spread of its own, so its value moves by a deviation drawn from the pooled ones (it stays
-    put while no configuration has replicates)."""
+    no spread of its own, so its value moves by a deviation drawn from the pooled ones (`pool`,
+    default those of `groups`; it stays put while no configuration has replicates)."""
     shaped = _groups(groups, objectives)
     rng = np.random.default_rng(seed)
-    pool = _residual_pool(shaped)
+    pool = _residual_pool(shaped) if pool is None else pool
     out = np.empty((draws, len(shaped), objectives))
     for c, values in enumerate(shaped):
         if len(values) > 1:
@@ -116,22 +121,95 @@ def bootstrap_means(groups: Sequence[np.ndarray], objectives: int, draws: int,
     return out
 
 
-def p_nondominated(groups: Sequence[np.ndarray], directions: Sequence[Direction],
-                   draws: int = 2000, seed: int = 0) -> np.ndarray:  # fmt: skip
-    """Each configuration's probability of being on the front of the seed means: the share of
-    bootstrap draws (`bootstrap_means`) in which no other configuration dominates it."""
-    samples = bootstrap_means(groups, len(directions), draws, seed)
-    return np.mean([pareto_front(sample, directions) for sample in samples], axis=0)
+def configuration_key(config: Mapping[str, Any]) -> str:
+    """What names a configuration across its seeds: a short hash of its config without the
+    seed (the MLflow tag that groups its runs, and the column that joins them in Parquet)."""
+    settings = {k: v for k, v in config.items() if k != "seed"}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def hypervolume_interval(groups: Sequence[np.ndarray], directions: Sequence[Direction],
-                         reference: Sequence[float], draws: int = 2000, seed: int = 0,
-                         level: float = 0.95) -> tuple[float, float, float]:  # fmt: skip
-    """The hypervolume of the front of the seed means, and the central `level` interval of the
-    hypervolumes of the bootstrap draws' fronts: (value, low, high)."""
-    value = hypervolume_2d(seed_means(groups, len(directions)), directions, reference)
-    samples = bootstrap_means(groups, len(directions), draws, seed)
-    volumes = [hypervolume_2d(sample, directions, reference) for sample in samples]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(volumes, [tail, 100 - tail])
-    return value, float(low), float(high)
+@dataclass
+class ReplicatePlan:
+    """Which configuration a search runs again, and with which seed, once its searched trials
+    are asked: the racing rule (`next_replicates`) over what the full-budget trials measured,
+    each configuration up to `front_seeds` seeds (the search's own, then `seed` + 1, + 2, ...),
+    at most `budget` replicate trials in all. Plain data: a Tune searcher pickles it at every
+    snapshot, and a resumed study goes on from it, no seed run twice."""
+
+    directions: tuple[Direction, ...]
+    front_seeds: int
+    budget: int
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> config, no seed
+    values: dict[str, list[list[float]]] = field(default_factory=dict)  # key -> a row per seed
+    seeds: dict[str, list[int]] = field(default_factory=dict)  # key -> seeds begun, running too
+    started: int = 0  # replicate trials begun
+
+    def measured(self, config: Mapping[str, Any], values: Sequence[float]) -> None:
+        """A trial that ran its whole budget: a searched one, or a replicate."""
+        key = configuration_key(config)
+        self.configs.setdefault(key, {k: v for k, v in config.items() if k != "seed"})
+        self.values.setdefault(key, []).append([float(v) for v in values])
+        seeds = self.seeds.setdefault(key, [])
+        if config.get("seed") not in seeds:
+            seeds.append(int(config.get("seed", 0)))
+
+    def next(self) -> dict[str, Any] | None:
+        """The next replicate's config (the configuration with a new seed), or None when the
+        race has nothing open below `front_seeds` or the budget is spent."""
+        if self.started >= self.budget:
+            return None
+        keys = list(self.values)
+        groups = [np.array(self.values[k]) for k in keys]
+        wanted = next_replicates(groups, self.directions, self.front_seeds, len(keys))
+        for index in wanted:
+            key = keys[index]
+            if len(self.seeds[key]) < self.front_seeds:  # running ones count
+                seed = max(self.seeds[key]) + 1
+                self.seeds[key].append(seed)
+                self.started += 1
+                return {**self.configs[key], "seed": seed}
+        return None
+
+    @property
+    def spent(self) -> bool:
+        return self.started >= self.budget
+
+
+@dataclass(frozen=True)
+class SeedFront:
+    """The front of the seed means of a study's configurations, with its uncertainty."""
+
+    means: np.ndarray  # (configurations, objectives)
+    errors: np.ndarray  # their standard errors (pooled seed noise); NaN without replicates
+    seeds: np.ndarray  # (configurations,): how many seeds each was measured with
+    on_front: np.ndarray  # (configurations,) bool: on the front of the means
+    p_nondominated: np.ndarray  # (configurations,): the bootstrap's share on the front
+    hypervolume: tuple[float, float, float]  # of the means' front, and its 95% interval
+
+
+def seed_front(groups: Sequence[np.ndarray], directions: Sequence[Direction],
+               reference: Sequence[float], draws: int = 1000,
+               seed: int = 0) -> SeedFront:  # fmt: skip
+    """`groups`: each configuration's values, a row per seed. The bootstrap resamples the
+    configurations the race has not found clearly dominated; a clearly dominated one counts 0
+    (at z = 2 another beats it in every objective, which its resamples almost never undo), so
+    that a study of a thousand configurations bootstraps only its contenders."""
+    objectives = len(directions)
+    shaped = _groups(groups, objectives)
+    means, errors = seed_means(shaped, objectives), standard_errors(shaped, objectives)
+    on_front = pareto_front(means, directions)
+    contenders = [i for i, standing in enumerate(race(means, errors, directions))
+                  if standing != DOMINATED]  # fmt: skip
+    pool = _residual_pool(shaped)
+    probability, volumes = on_front.astype(float), [math.nan]
+    if len(pool):  # without replicates there is nothing to resample: no interval
+        samples = bootstrap_means([shaped[i] for i in contenders], objectives, draws, seed, pool)
+        probability = np.zeros(len(shaped))
+        probability[contenders] = np.mean([pareto_front(s, directions) for s in samples], axis=0)
+        if objectives == 2:
+            volumes = [hypervolume_2d(s, directions, reference) for s in samples]
+    value = hypervolume_2d(means, directions, reference) if objectives == 2 else math.nan
+    low, high = (float(v) for v in np.percentile(volumes, [2.5, 97.5]))
+    return SeedFront(means, errors, np.array([len(g) for g in shaped]), on_front, probability,
+                     (value, low, high))

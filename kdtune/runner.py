@@ -231,10 +231,13 @@ def fit_trials(
     parent: ParentRun, name: str, trainable: Any, tune_config: tune.TuneConfig,
     objectives: Sequence[str], *, resume: bool, max_failures: int, log: Log,
     post_process: Callable[[list[Any]], _T], label_keys: Mapping[str, Sequence[str]],
+    search_ended: Callable[[], bool] = lambda: False,
 ) -> _T:  # fmt: skip
     """Run the trials with the MLflow callback, complete every trial's record from Tune's
     (`callback.reconcile`), post-process Tune's trials, and close the parent run: FINISHED,
-    KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised."""
+    KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised.
+    Tune's num_samples is the most trials the study runs; it ran them all when every trial
+    finished and either all were made or `search_ended()` (the searcher had no more)."""
     where = Route(parent.tracker.tracking_uri, parent.run_id, parent.tags, objectives,
                   tune_config.num_samples, label_keys)  # fmt: skip
     for_this_launch(ROUTE, name, where)
@@ -249,7 +252,9 @@ def fit_trials(
         if written:
             log(f"mlflow: wrote {written} reports the record lacked, from Tune's own records")
         outcome = post_process(trials)
-        unfinished = tune_config.num_samples - sum(t.status in FINISHED_STATES for t in trials)
+        unfinished = sum(t.status not in FINISHED_STATES for t in trials)
+        if not search_ended():
+            unfinished += max(0, tune_config.num_samples - len(trials))
         status = "KILLED" if unfinished else "FINISHED"
         parent.tracker.end_study(status)
     except KeyboardInterrupt:

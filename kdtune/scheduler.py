@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -161,9 +161,10 @@ class SnapshotOnChange(FIFOScheduler):
 
 class MultiObjectiveAsha(SnapshotOnChange):
     def __init__(self, study: str, objectives: Sequence[tuple[str, str]], max_epochs: int,
-                 grace_period: float, reduction_factor: float) -> None:  # fmt: skip
+                 grace_period: float, reduction_factor: float,
+                 search_seed: int | None = None) -> None:  # fmt: skip
         super().__init__()
-        self.study = study
+        self.study, self.search_seed = study, search_seed
         self.loaded = False  # the state file was read (after a resume: what it held before)
         self.objectives = [metric for metric, _ in objectives]
         self.directions = [mode for _, mode in objectives]
@@ -178,7 +179,16 @@ class MultiObjectiveAsha(SnapshotOnChange):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         self.snapshots.pace(tune_controller)
+        if not self.judges(trial.config):
+            return TrialScheduler.CONTINUE
         return self.judge(trial.trial_id, expand(result))
+
+    def judges(self, config: Mapping[str, Any]) -> bool:
+        """Whether a trial of `config` is judged at the rungs: the search's trials are; the
+        replicates of a configuration that ran its whole budget (another seed:
+        `searchers.OptunaSearcher`) run theirs, to be compared at it."""
+        seed = getattr(self, "search_seed", None)  # None: pickled by a kdtune before replicates
+        return seed is None or config.get("seed", seed) == seed
 
     def judge(self, trial_id: str, reports: Sequence[dict[str, Any]]) -> str:
         """CONTINUE or STOP for a trial's new reports (in epoch order): each rung the trial has

@@ -190,6 +190,8 @@ def resumed_seed(seed: int, trials_so_far: int) -> int:
 OPTUNA_TABLES = frozenset(("studies", "trials", "version_info"))
 PIP_NAMES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary"}  # module -> its package
 STUDY_ID_ATTR = "kdtune.study_id"  # on an Optuna study: which kdtune study made it
+# on an Optuna study: its search handed out every trial it had, replicates included
+REPLICATED_ATTR = "kdtune.search_ended"
 
 
 def _storage_error(why: str, fix: str) -> ConfigError:
@@ -316,7 +318,7 @@ def make_scheduler(spec: StudySpec) -> Any:
     from kdtune.scheduler import MultiObjectiveAsha
 
     return MultiObjectiveAsha(spec.name, spec.objectives, spec.recipe.epochs, grace_period(spec),
-                              spec.reduction_factor)  # fmt: skip
+                              spec.reduction_factor, spec.seed)  # fmt: skip
 
 
 def rungs(spec: StudySpec) -> list[int]:
@@ -380,10 +382,11 @@ def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,
 
 def label_keys(spec: StudySpec, declarations: Declarations) -> dict[str, list[str]]:
     """method -> the config keys that tell the study's trials of that method apart (what names
-    their runs): the hyperparameters its search varies, or what its grid points set (and the
-    seed, when every point runs over several)."""
-    if not spec.grid:
-        return {m: varied_names(spec, m, declarations[m]) for m in spec.methods}
+    their runs): the hyperparameters its search varies, or what its grid points set, and the
+    seed where configurations run over several."""
+    if not spec.grid:  # and the seed, when the front's configurations run over several
+        seeds = ["seed"] if spec.replicate_trials else []
+        return {m: [*varied_names(spec, m, declarations[m]), *seeds] for m in spec.methods}
     keys: dict[str, list[str]] = {m: [] for m in spec.methods}
     for point in spec.grid:
         method = keys.setdefault(str(point["method"]), [])

@@ -15,8 +15,10 @@ from ray.tune.search import Searcher
 
 from kdtune.config import StudySpec
 from kdtune.hparams import Declarations
+from kdtune.replicates import ReplicatePlan
 from kdtune.reports import expand, last_report
 from kdtune.search import (
+    REPLICATED_ATTR,
     DefineByRun,
     _rebind_running,
     grid_points,
@@ -37,7 +39,10 @@ def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str 
     if spec.grid:
         return PointsSearcher(grid_points(spec, declarations))
     study = optuna_study(spec, storage_url, resume, study_id)
-    return OptunaSearcher(DefineByRun(spec, declarations), study, rungs(spec))
+    plan = ReplicatePlan(tuple(mode for _, mode in spec.objectives), spec.front_seeds,
+                         spec.replicate_trials) if spec.replicate_trials else None  # fmt: skip
+    return OptunaSearcher(DefineByRun(spec, declarations), study, rungs(spec), plan,
+                          spec.num_samples)  # fmt: skip
 
 
 class OptunaSearcher(Searcher):
@@ -48,24 +53,52 @@ class OptunaSearcher(Searcher):
     Its objectives at the scheduler's rung epochs stay on the Optuna trial (`keep_rung_values`).
 
     No metric for Tune to look for at a result's top level: kdtune's trainables send their
-    metrics packed (reports.REPORTS); the objectives are read from the reports."""
+    metrics packed (reports.REPORTS); the objectives are read from the reports.
 
-    def __init__(self, space: DefineByRun, study: Any, rung_epochs: Sequence[int] = ()) -> None:
+    With a `plan`, the Tune trials after the `to_search` searched ones are replicates: a
+    configuration that ran its whole budget, again with a new seed (`ReplicatePlan`), which
+    Optuna is not told of (its sampler models configurations, and a seed's luck is noise to
+    it). While none is open but trials still run, Tune is told to wait (None): their ends may
+    open one. When the plan has nothing left, the Optuna study is marked (REPLICATED_ATTR), so
+    that the end of the study knows that the search ended, not its driver."""
+
+    def __init__(self, space: DefineByRun, study: Any, rung_epochs: Sequence[int] = (),
+                 plan: ReplicatePlan | None = None, to_search: int = 0) -> None:  # fmt: skip
         super().__init__()
         self.objectives = list(study.metric_names)
         self.space, self.study, self.rung_epochs = space, study, list(rung_epochs)
         self.asked: dict[str, Any] = {}  # Tune trial id -> its Optuna trial
         self.epochs: dict[str, int] = {}  # Tune trial id -> its budget in epochs
         self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
+        self.plan, self.to_search, self.searched = plan, to_search, 0
+        self.configs: dict[str, dict[str, Any]] = {}  # running Tune trial id -> its config
+        self.replicates: set[str] = set()  # the running replicates' Tune trial ids
 
-    def suggest(self, trial_id: str) -> dict[str, Any]:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self.configs:  # asked again for a trial it answered
+            return self.configs[trial_id]
+        if trial_id in self.asked or self.plan is None or self.searched < self.to_search:
+            config = self._ask(trial_id)
+        elif (config := self.plan.next()) is not None:
+            self.replicates.add(trial_id)
+            if self.plan.spent:  # Tune asks no further once its num_samples are handed out
+                self.study.set_user_attr(REPLICATED_ATTR, True)
+        elif self.configs or self.asked:
+            return None  # the running trials' ends may open a configuration to replicate
+        else:
+            self.study.set_user_attr(REPLICATED_ATTR, True)
+            return Searcher.FINISHED
+        self.configs[trial_id] = config
+        self.epochs[trial_id] = int(config.get("epochs", 0))
+        return config
+
+    def _ask(self, trial_id: str) -> dict[str, Any]:
         if trial_id not in self.asked:
             self.asked[trial_id] = (optuna.trial.Trial(self.study, self.unclaimed.pop(0))
                                     if self.unclaimed else self.study.ask())  # fmt: skip
             self.asked[trial_id].set_user_attr("tune_trial_id", trial_id)
-        config = self.space(self.asked[trial_id])
-        self.epochs[trial_id] = int(config.get("epochs", 0))
-        return config
+            self.searched += 1
+        return self.space(self.asked[trial_id])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.asked:
@@ -75,12 +108,16 @@ class OptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
         if result:  # a trial stopped at a rung ends on that rung's report
             self.on_trial_result(trial_id, result)
-        trial = self.asked.pop(trial_id, None)
-        if trial is None:
+        trial, config = self.asked.pop(trial_id, None), self.configs.pop(trial_id, None)
+        self.replicates.discard(trial_id)
+        if trial is None and config is None:
             return
         state, values = how_it_ended(last_report(result), self.objectives,
                                      self.epochs.pop(trial_id, 0), error)  # fmt: skip
-        self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
+        if state == "COMPLETE" and self.plan is not None and config is not None:
+            self.plan.measured(config, values)
+        if trial is not None:
+            self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
 
     def save(self, checkpoint_path: str) -> None:
         """The state without the Optuna study, whose trials are in its storage: pickled with it
@@ -96,10 +133,11 @@ class OptunaSearcher(Searcher):
         (`resumed_seed`)."""
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
+        spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
+        state.setdefault("searched", trials)  # saved by a kdtune before the replicates
         asked, unclaimed = _rebind_running(state["asked"], self.study)
         self.__dict__.update({"rung_epochs": self.rung_epochs, **state}, asked=asked,
                              unclaimed=unclaimed, study=self.study)  # fmt: skip
-        spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
         self.study.sampler = make_sampler(spec, resumed_seed(spec.seed, trials))
 
 

@@ -54,10 +54,11 @@ def replayed_reports(
     """What a real trial of `config` would report, epoch by epoch, as the blackbox measured it:
     `epoch` and the per-epoch metrics (train_*, val_*) every epoch, the test metrics and those
     after temperature scaling at the last (as `trainable.run_trial` reports them: nothing is
-    selected on test). The measured seed is drawn by the trial's seed, so the trials of a study
-    (one seed, as a real study trains them) replay one measured seed, and a reseed others."""
+    selected on test). The measured seed is the trial's seed modulo the measured ones, so the
+    trials of a study (one seed, as a real study trains them) replay one measured seed, and its
+    replicates (the next seeds) the others."""
     trial = TrialConfig.from_dict(config, declarations)
-    found = blackbox.query(trial.method, trial.params, np.random.default_rng(trial.seed))
+    found = blackbox.query(trial.method, trial.params, trial.seed)
     epochs = trial.recipe.epochs
     identity = {"simulated_config": found.config, "simulated_seed": found.seed}
     reports = []

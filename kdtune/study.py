@@ -36,6 +36,7 @@ from kdtune.engine import resolve_device
 from kdtune.hparams import RAMP_EPOCHS, Declarations, HParam, by_name, with_role
 from kdtune.importance import (
     load_study,
+    search_ended,
 )
 from kdtune.methods import METHODS, cacheable_methods
 from kdtune.metrics import SPLIT_METRICS
@@ -476,7 +477,7 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     url = optuna_url(spec, parent.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
     tell_optuna_of(searcher, mlflow_links(parent))
-    tune_config = trials_config(searcher, spec.trial_count, spec.max_concurrent_trials,
+    tune_config = trials_config(searcher, spec.most_trials, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
         for_this_launch(RUNGS_FILE, spec.name, parent.storage.local_dir / SCHEDULER_STATE)
@@ -484,7 +485,10 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
             f"1/{spec.reduction_factor:g} at each" if rungs(spec) else "study: MO-ASHA has no "
             f"rung below epochs / reduction_factor = {spec.recipe.epochs / spec.reduction_factor:g}"
             f" (grace period {grace_period(spec):g}): every trial runs its whole budget")
-    log(f"study: {spec.trial_count} trials, {spec.max_concurrent_trials} at a time")
+    replicates = (f", then up to {spec.replicate_trials} more seeds of the front's "
+                  f"configurations (up to {spec.front_seeds} seeds each)"
+                  if spec.replicate_trials else "")  # fmt: skip
+    log(f"study: {spec.trial_count} trials{replicates}, {spec.max_concurrent_trials} at a time")
     for note in warmup_notes(spec, declarations):
         log(note)
     objectives = [m for m, _ in spec.objectives]
@@ -497,7 +501,7 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     outcome, files = fit_trials(
         parent, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
-        post_process=finish,
+        post_process=finish, search_ended=lambda: not spec.grid and search_ended(url, spec.name),
     )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, parent.storage.local_dir, parent.run_id,
                        dict(teacher_metrics), parent.storage,

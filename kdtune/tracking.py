@@ -50,6 +50,10 @@ METHOD_TAG = "kdtune.method"
 # on a child run whose trial Tune never saved: the driver died after starting it
 ORPHAN_TAG = "kdtune.orphan"
 STOPPED_TAG = "kdtune.stopped_at_epoch"  # on a child run the scheduler stopped early
+# what groups a configuration's runs over seeds (replicates.configuration_key)
+CONFIG_TAG = "kdtune.config_key"
+# on a configuration's summary run: its seed means, standard errors and seed count
+SUMMARY_TAG = "kdtune.configuration_summary"
 # MLflow 3's UI opens an experiment of this kind on its runs (not on the GenAI overview)
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's Markdown description in the UI
@@ -451,6 +455,31 @@ class StudyTracker:
                           profile=json.dumps({"num_rows": dict(splits)}))  # fmt: skip
         context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
         self.client.log_inputs(self.parent_run_id, [DatasetInput(dataset, tags=[context])])
+
+    def summarise_configurations(self, summaries: Sequence[Mapping[str, Any]]) -> None:
+        """A child run per configuration, beside its trials' runs: each summary's `name`,
+        `params` (set once: MLflow keeps a run's params), `metrics` and `pareto`, tagged with
+        its `config_key` and `method`. A second write (the end of a resumed study) updates the
+        same runs."""
+        assert self.parent_run_id is not None
+        found = self.client.search_runs(
+            [self.experiment_id], max_results=50000,
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+                          f"tags.`{SUMMARY_TAG}` = 'true'")  # fmt: skip
+        runs = {run.data.tags.get(CONFIG_TAG): run.info.run_id for run in found}
+        now = int(time.time() * 1000)
+        for summary in summaries:
+            run_id = runs.get(summary["config_key"])
+            if run_id is None:
+                run_id = self.client.create_run(self.experiment_id, run_name=summary["name"], tags={
+                    "mlflow.parentRunId": self.parent_run_id, SUMMARY_TAG: "true",
+                    CONFIG_TAG: summary["config_key"],
+                    METHOD_TAG: summary["method"]}).info.run_id  # fmt: skip
+                self._log(run_id, params=summary["params"])
+            self._log(run_id, metrics=[Metric(k, v, now, 0) for k, v in
+                                       scalar_metrics(summary["metrics"]).items()],
+                      tags={"pareto": "true" if summary["pareto"] else "false"})  # fmt: skip
+            self.client.set_terminated(run_id)
 
     def tag_pareto(self, flags: Mapping[str, bool]) -> None:
         """flags: child run id -> on the Pareto front."""

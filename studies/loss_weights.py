@@ -25,11 +25,13 @@ SPEC = StudySpec(
     name="loss_weights",
     methods=("kd", "dkd", "lskd", "crld", "topkd", "mixup_kd", "cutmixpick_kd"),
     num_samples=40,
-    reseed=(1, 2, 3),  # the search selects on seed 0: new seeds judge its choices
+    # the search selects on seed 0 and replicates its front with seeds 1 and 2 (front_seeds):
+    # seeds it never saw judge its choices
+    reseed=(10, 11, 12),
     recipe=Recipe(epochs=30),
     teacher_recipe=Recipe(epochs=30),
 )
-SMOKE = replace(SPEC, num_samples=3, reseed=(1,), recipe=Recipe(epochs=2),
+SMOKE = replace(SPEC, num_samples=3, reseed=(10,), recipe=Recipe(epochs=2),
                 teacher_recipe=Recipe(epochs=2))  # fmt: skip
 
 

@@ -57,7 +57,7 @@ def test_a_method_defined_in_a_test_runs_a_real_smoke_study(toy_method, ray_loca
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(study.SMOKE, name="toy", methods=(toy_method,), num_samples=2,
-                               scheduler="fifo", storage_path=str(tmp_path / "ray"))
+                               scheduler="fifo", front_seeds=1, storage_path=str(tmp_path / "ray"))
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)
     rows = result.table.to_pylist()
     assert [r["status"] for r in rows] == ["TERMINATED"] * 2

@@ -116,7 +116,12 @@ def test_cli_methods_pick_grid_points_and_seeds_set_the_repeats():
     with pytest.raises(ConfigError, match="methods: this study has no configuration of 'dkd'"):
         spec_from_args(_args(spec, ["--methods", "dkd"]), spec, spec)
     search = StudySpec(methods=("kd",))
-    assert spec_from_args(_args(search, ["--reseed", "1,2"]), search, search).reseed == (1, 2)
+    assert spec_from_args(_args(search, ["--reseed", "5,6"]), search, search).reseed == (5, 6)
+    # the seeds the search replicates its front with are not fresh ones for a seed check
+    with pytest.raises(ConfigError, match=r"reseed: seeds \[2\] are the search's own replicates"):
+        spec_from_args(_args(search, ["--reseed", "2,5"]), search, search)
+    assert spec_from_args(_args(search, ["--reseed", "1,2", "--front-seeds", "1"]), search,
+                          search).reseed == (1, 2)  # fmt: skip
 
 
 def test_a_hyperparameter_has_one_kind_and_scale_across_all_methods():

@@ -329,7 +329,7 @@ def test_resume_from_another_working_folder_stays_in_the_studys_store(ray_local,
     assert resumed.parent_run_id == started.parent_run_id
     assert not (elsewhere / "mlflow.db").exists()
     parents, children = record(started.tracking_uri, "moved")
-    assert len(parents) == 1 and len(children) == spec.num_samples
+    assert len(parents) == 1 and len(children) == resumed.table.num_rows > spec.num_samples
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user needs root")

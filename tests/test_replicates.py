@@ -57,11 +57,26 @@ def test_p_nondominated_by_hand():
     # half the time. A is never dominated (its ECE is better); B escapes A exactly when its
     # accuracy is above A's: at 0.921 always, at 0.779 never, so half the time.
     groups = [np.array([[0.9, 0.05], [0.8, 0.05]]), np.array([[0.85, 0.06]])]
-    p = replicates.p_nondominated(groups, DIRECTIONS, draws=4000, seed=1)
-    assert p == pytest.approx([1.0, 0.5], abs=0.03)
-    # nothing replicated: nothing moves, and the front is certain
+    found = replicates.seed_front(groups, DIRECTIONS, (0.7, 0.1), draws=4000, seed=1)
+    assert found.p_nondominated == pytest.approx([1.0, 0.5], abs=0.03)
+    assert found.seeds.tolist() == [2, 1] and found.on_front.tolist() == [True, False]
+    assert found.means == pytest.approx(np.array([[0.85, 0.05], [0.85, 0.06]]))
+    # the pooled deviation, sqrt(0.005) in accuracy, 0 in ECE, over sqrt(seeds)
+    assert found.errors == pytest.approx(np.sqrt(0.005) * np.array([[1 / np.sqrt(2), 0], [1, 0]]))
+    # nothing replicated: nothing moves, the front is certain, and no interval
     singles = [np.array([[0.9, 0.05]]), np.array([[0.85, 0.06]]), np.array([[0.8, 0.01]])]
-    assert replicates.p_nondominated(singles, DIRECTIONS, draws=50).tolist() == [1.0, 0.0, 1.0]
+    certain = replicates.seed_front(singles, DIRECTIONS, (0.7, 0.1), draws=50)
+    assert certain.p_nondominated.tolist() == [1.0, 0.0, 1.0]
+    assert np.isnan(certain.errors).all() and np.isnan(certain.hypervolume[1:]).all()
+
+
+def test_a_clearly_dominated_configuration_is_not_resampled_and_counts_zero():
+    # C is 0.2 behind A in accuracy and 0.1 in ECE with a seed deviation of ~0.007: at z = 2 it
+    # is clearly dominated, so it is left out of the bootstrap (p = 0), as its resamples could
+    # not bring it within reach
+    groups = [np.array([[0.95, 0.02], [0.96, 0.03]]), np.array([[0.75, 0.12], [0.76, 0.13]])]
+    found = replicates.seed_front(groups, DIRECTIONS, (0.7, 0.2), draws=200)
+    assert found.p_nondominated.tolist() == [1.0, 0.0]
 
 
 def test_hypervolume_interval_by_hand():
@@ -69,6 +84,51 @@ def test_hypervolume_interval_by_hand():
     # (accuracy - 0.7) * 0.05, at the mean 0.0075; resampled means 0.9 / 0.85 / 0.8 give
     # 0.01 / 0.0075 / 0.005 with chances 1/4, 1/2, 1/4, so the 95% interval is [0.005, 0.01]
     groups = [np.array([[0.9, 0.05], [0.8, 0.05]])]
-    value, low, high = replicates.hypervolume_interval(groups, DIRECTIONS, (0.7, 0.1),
-                                                       draws=2000, seed=2)  # fmt: skip
-    assert (value, low, high) == pytest.approx((0.0075, 0.005, 0.01))
+    found = replicates.seed_front(groups, DIRECTIONS, (0.7, 0.1), draws=2000, seed=2)
+    assert found.hypervolume == pytest.approx((0.0075, 0.005, 0.01))
+
+
+def test_a_configuration_key_names_a_configuration_whatever_its_seed():
+    config = {"method": "kd", "temperature": 4.0, "seed": 0, "epochs": 30}
+    key = replicates.configuration_key(config)
+    assert replicates.configuration_key({**config, "seed": 7}) == key
+    assert replicates.configuration_key(dict(reversed(config.items()))) == key
+    assert replicates.configuration_key({**config, "temperature": 4.5}) != key
+
+
+def _plan(budget: int, front_seeds: int = 3) -> replicates.ReplicatePlan:
+    plan = replicates.ReplicatePlan(("max", "min"), front_seeds, budget)
+    # A on the front, B clearly behind once noise is known, C tied with A
+    for config, values in ((A, [0.95, 0.02]), (B, [0.80, 0.10]), (C, [0.951, 0.021])):
+        plan.measured(config, values)
+    return plan
+
+
+A = {"method": "kd", "temperature": 2.0, "seed": 0}
+B = {"method": "kd", "temperature": 8.0, "seed": 0}
+C = {"method": "kd", "temperature": 3.0, "seed": 0}
+
+
+def test_the_plan_replicates_open_configurations_with_new_seeds_within_its_budget():
+    plan = _plan(budget=3)
+    first = plan.next()  # nothing is known of the noise: the best first, seed + 1
+    assert first == {**C, "seed": 1} or first == {**A, "seed": 1}
+    plan.measured(first, [first["temperature"] / 100 + 0.92, 0.025])  # a seed deviation known
+    handed = [first]
+    while (config := plan.next()) is not None:
+        handed.append(config)
+    assert len(handed) == 3 and plan.spent  # the budget, and no more
+    pairs = [(c["temperature"], c["seed"]) for c in handed]
+    assert len(set(pairs)) == len(pairs), "a seed handed out twice"
+    assert all(c["seed"] in (1, 2) for c in handed)
+    # B is clearly dominated once the noise is known: never replicated
+    assert all(c["temperature"] != B["temperature"] for c in handed[1:])
+
+
+def test_the_plan_stops_at_front_seeds_and_is_off_at_one():
+    plan = _plan(budget=100, front_seeds=2)
+    handed = []
+    while (config := plan.next()) is not None:
+        handed.append(config)
+    assert {c["seed"] for c in handed} == {1} and len(handed) <= 3
+    assert _plan(budget=100, front_seeds=1).next() is None

@@ -59,10 +59,19 @@ def interrupt_and_resume(tmp_path: Path, trials: int, after: int, sig: int) -> d
 
 
 def assert_one_uninterrupted_search(tmp_path: Path, trials: int, printed: dict[str, tuple]):
+    """`trials` searched ones, each configuration once; then the replicates of configurations
+    that ran their budget, each with a seed of its own; every trial printed as printed; Optuna
+    told of the searched trials alone, and that the search ended; one child run per trial."""
     rows = pq.read_table(tmp_path / "ray" / "halted" / "results.parquet").to_pylist()
-    assert len(rows) == trials
-    configurations = {tuple(r.get(k) for k in ("method", *SEARCHED)) for r in rows}
+    searched = [r for r in rows if r["seed"] == 0]
+    assert len(searched) == trials
+    configurations = {tuple(r.get(k) for k in ("method", *SEARCHED)) for r in searched}
     assert len(configurations) == trials, "a configuration ran twice"
+    full = {r["config_key"] for r in searched if r["status"] == "TERMINATED"}
+    seeded = [(r["config_key"], r["seed"]) for r in rows]
+    assert len(set(seeded)) == len(seeded), "a configuration ran a seed twice"
+    assert {key for key, seed in seeded if seed != 0} <= full
+    assert len(rows) - trials <= 2 * -(-trials // 4)  # the replicates' budget
     by_id = {r["trial_id"]: r for r in rows}
     for trial_id, (val_acc, val_ece, stopped) in printed.items():  # as printed before the stop
         row = by_id[trial_id]
@@ -70,8 +79,10 @@ def assert_one_uninterrupted_search(tmp_path: Path, trials: int, printed: dict[s
         assert row["stopped_at"] == stopped
     searched = optuna.load_study(study_name="halted",
                                  storage=f"sqlite:///{tmp_path / 'ray' / 'halted' / 'optuna.db'}")
-    assert sorted(t.user_attrs["tune_trial_id"] for t in searched.trials) == sorted(by_id)
+    assert sorted(t.user_attrs["tune_trial_id"] for t in searched.trials) == sorted(
+        r["trial_id"] for r in rows if r["seed"] == 0)
     assert {t.state.name for t in searched.trials} <= {"COMPLETE", "PRUNED"}
+    assert searched.user_attrs["kdtune.search_ended"] is True
     parents, children = record(f"sqlite:///{tmp_path / 'mlflow.db'}", "halted")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(c.data.tags["kdtune.trial_id"] for c in children) == sorted(by_id)
@@ -97,6 +108,17 @@ def test_a_killed_search_resumes_with_every_printed_trial_as_it_was_printed(tmp_
     assert f"MO-ASHA's record of its rungs, {state}, is damaged" in again.stderr
 
 
+def test_a_search_interrupted_while_it_replicates_its_front_resumes_without_a_seed_twice(
+        tmp_path):  # fmt: skip
+    """Ctrl-C once one trial beyond the 6 searched has ended, in the replicates' phase: the
+    resumed search runs no seed of a configuration twice and loses none it had begun."""
+    printed = interrupt_and_resume(tmp_path, trials=6, after=7, sig=signal.SIGINT)
+    assert_one_uninterrupted_search(tmp_path, 6, printed)
+    rows = pq.read_table(tmp_path / "ray" / "halted" / "results.parquet").to_pylist()
+    assert any(r["seed"] != 0 for r in rows)
+    assert {r["status"] for r in rows if r["seed"] != 0} == {"TERMINATED"}
+
+
 def test_a_driver_killed_in_its_final_phase_leaves_the_parent_running_until_resume(tmp_path):
     """Killed while it writes the tables, figures and importance: the parent run stays RUNNING
     (not FINISHED over a half-written record) and --resume writes it all, then finishes it."""
@@ -114,8 +136,9 @@ def test_a_driver_killed_in_its_final_phase_leaves_the_parent_running_until_resu
     resumed = run([*command, "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     parents, children = record(uri, "halted")
-    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 6
-    assert len(pq.read_table(tmp_path / "ray" / "halted" / "results.parquet")) == 6
+    rows = pq.read_table(tmp_path / "ray" / "halted" / "results.parquet").to_pylist()
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == len(rows)
+    assert sum(r["seed"] == 0 for r in rows) == 6
     assert "Which hyperparameters mattered" in resumed.stdout
 
 
@@ -138,7 +161,7 @@ def test_a_study_started_again_without_resume_closes_the_run_a_dead_driver_left_
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("halted").experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs}
-    parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
 
 

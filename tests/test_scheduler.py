@@ -112,11 +112,18 @@ def test_a_real_search_stops_trials_early_and_keeps_the_front_to_full_budgets(ra
                                storage_path=str(tmp_path / "ray"))  # fmt: skip
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)
     rows = result.table.to_pylist()
-    stopped = [r for r in rows if r["status"] == "STOPPED"]
-    full = [r for r in rows if r["status"] == "TERMINATED"]
+    searched = [r for r in rows if r["seed"] == spec.seed]
+    stopped = [r for r in searched if r["status"] == "STOPPED"]
+    full = [r for r in searched if r["status"] == "TERMINATED"]
     assert stopped and full and len(stopped) + len(full) == 8
     assert all(r["stopped_at"] in (1, 2) and r["epoch"] == r["stopped_at"] for r in stopped)
     assert all(r["epoch"] == 4 and r["test_acc"] is not None for r in full)
+    # then the replicates, of configurations that ran their budget, run to theirs: MO-ASHA
+    # judges the search's trials only (through Tune's own hook)
+    replicates = [r for r in rows if r["seed"] != spec.seed]
+    assert 0 < len(replicates) <= spec.replicate_trials
+    assert all(r["status"] == "TERMINATED" and r["epoch"] == 4 for r in replicates)
+    assert {r["config_key"] for r in replicates} <= {r["config_key"] for r in full}
     assert result.front.num_rows >= 1
     assert set(result.front.column("status").to_pylist()) == {"TERMINATED"}
     client = MlflowClient(uri)
@@ -127,11 +134,12 @@ def test_a_real_search_stops_trials_early_and_keeps_the_front_to_full_budgets(ra
                                      storage=f"sqlite:///{result.study_dir / 'optuna.db'}")
     states = [t.state.name for t in optuna_study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
+    assert len(states) == 8  # Optuna is told of the searched trials alone
     assert optuna_study.metric_names == ["val_acc", "val_ece"]
     assert all("values_at_epoch_1" in t.user_attrs for t in optuna_study.trials)
     assert (result.study_dir / "scheduler_state.json").exists()
     spent = client.get_run(result.parent_run_id).data.metrics["trial_epochs"]
-    assert spent == sum(r["epoch"] for r in rows) < 8 * 4
+    assert spent == sum(r["epoch"] for r in rows) < len(rows) * 4
 
 
 def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_local, tmp_path):
@@ -146,7 +154,7 @@ def test_a_real_search_logs_how_well_its_rungs_foresaw_the_final_ranking(ray_loc
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(study.SMOKE, name="agreement", num_samples=6, grace_period=2,
                                reduction_factor=1.01, scheduler="moasha", recipe=Recipe(epochs=4),
-                               storage_path=str(tmp_path / "ray"))  # fmt: skip
+                               front_seeds=1, storage_path=str(tmp_path / "ray"))  # fmt: skip
     lines: list[str] = []
     result = run_study(spec, tracking_uri=uri, log=lines.append)
     rows = result.table.to_pylist()

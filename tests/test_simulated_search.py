@@ -15,7 +15,8 @@ import studies.temperature_sweep as study
 from bench.simulated_search import SearchTrace, simulate_search
 from kdtune.blackbox import DEFAULT_PATH, Blackbox
 from kdtune.config import TrialConfig
-from kdtune.search import TPE_CONSTANT_LIAR, quiet_optuna, rungs
+from kdtune.replicates import configuration_key
+from kdtune.search import REPLICATED_ATTR, TPE_CONSTANT_LIAR, quiet_optuna, rungs
 from kdtune.searchers import make_searcher
 from kdtune.simulate import replayed_reports
 from kdtune.study import study_declarations
@@ -30,7 +31,7 @@ def box() -> Blackbox:
 
 
 def test_fifo_runs_every_trial_its_budget_at_the_concurrency_asked(box):
-    spec = dataclasses.replace(study.SPEC, scheduler="fifo", num_samples=6)
+    spec = dataclasses.replace(study.SPEC, scheduler="fifo", num_samples=6, front_seeds=1)
     trace = simulate_search(spec, box, concurrency=2)
     assert trace.most_running == 2 and len(trace.configs) == 6
     assert trace.full.all() and trace.epochs.tolist() == [EPOCHS] * 6
@@ -43,7 +44,7 @@ def test_fifo_runs_every_trial_its_budget_at_the_concurrency_asked(box):
 
 
 def test_each_trial_reports_the_blackbox_and_is_valued_at_its_seed_mean(box):
-    spec = dataclasses.replace(study.SPEC, scheduler="fifo", num_samples=4, seed=3)
+    spec = dataclasses.replace(study.SPEC, scheduler="fifo", num_samples=4, seed=3, front_seeds=1)
     trace = simulate_search(spec, box)
     declarations = study_declarations(spec)
     for config, reported, true in zip(trace.configs, trace.reported, trace.true):
@@ -56,15 +57,27 @@ def test_each_trial_reports_the_blackbox_and_is_valued_at_its_seed_mean(box):
 
 
 def test_moasha_stops_trials_only_at_its_rungs_and_tells_optuna_how_each_ended(box):
+    """The default study: 24 searched trials, MO-ASHA judging them, then replicates of its
+    full-budget configurations with new seeds, never stopped, never told to Optuna."""
     spec = dataclasses.replace(study.SPEC, num_samples=24)
     trace = simulate_search(spec, box, concurrency=4)
     assert set(trace.epochs.tolist()) <= {*rungs(spec), EPOCHS}
     assert (trace.epochs < EPOCHS).any()  # some were stopped
     assert trace.full.tolist() == (trace.epochs == EPOCHS).tolist()
     assert trace.total_epochs == trace.epochs.sum() and trace.ended_at[-1] == trace.total_epochs
+    searched = np.array([c["seed"] == spec.seed for c in trace.configs])
+    assert searched.sum() == 24 and 0 < (~searched).sum() <= spec.replicate_trials
+    assert trace.full[~searched].all()  # MO-ASHA judges no replicate
+    full_keys = {configuration_key(c) for c, f, s in zip(trace.configs, trace.full, searched)
+                 if f and s}  # fmt: skip
+    replicated = [(configuration_key(c), c["seed"]) for c in np.array(trace.configs)[~searched]]
+    assert {key for key, _ in replicated} <= full_keys  # of configurations that ran in full
+    assert len(set(replicated)) == len(replicated)  # no seed twice
+    assert {seed for _, seed in replicated} <= set(range(1, spec.front_seeds))
     states = [t.state.name for t in trace.study.get_trials()]
-    assert states.count("COMPLETE") == trace.full.sum()
-    assert states.count("PRUNED") == len(states) - trace.full.sum() and len(states) == 24
+    assert states.count("COMPLETE") == trace.full[searched].sum()
+    assert states.count("PRUNED") == 24 - trace.full[searched].sum() and len(states) == 24
+    assert trace.study.user_attrs[REPLICATED_ATTR] is True  # the search ended, not its driver
 
 
 def test_the_same_seed_replays_the_same_search_and_another_seed_another(box):

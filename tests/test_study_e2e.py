@@ -30,12 +30,17 @@ def test_mlflow_holds_parent_and_one_child_per_trial(smoke_study):
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["dataset"] == "digits"
-    assert "teacher_test_acc" in parent.data.metrics and parent.data.metrics["num_finished"] == 3
+    assert parent.data.metrics["num_finished"] == result.table.num_rows
+    assert "teacher_test_acc" in parent.data.metrics
     children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
-    )
-    assert len(children) == spec.num_samples == result.table.num_rows
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' and "
+                      "tags.`kdtune.trial_id` LIKE '%'",
+    )  # fmt: skip
+    # the searched trials, then the replicates of the front's configurations with new seeds
+    seeds = result.table.column("seed").to_pylist()
+    assert seeds.count(spec.seed) == spec.num_samples
+    assert spec.num_samples < len(children) == result.table.num_rows <= spec.most_trials
     for child in children:
         assert child.info.status == "FINISHED"
         for metric in ("val_acc", "val_ece"):
@@ -58,18 +63,57 @@ def test_mlflow_holds_parent_and_one_child_per_trial(smoke_study):
     assert ("temperature_tradeoff.png" in parent_artifacts) == tradeoff
 
 
-def test_pareto_tags_agree_with_pareto_front_of_the_parquet_table(smoke_study):
+SEARCHED = ("method", "temperature", "w_ce", "w_kd", "alpha")
+
+
+def test_the_front_is_that_of_the_seed_means_and_mlflow_groups_each_configuration(smoke_study):
+    """The configurations grouped here by their searched values (not by kdtune's key): their
+    seed means make the front; pareto.parquet holds them with their errors and seed counts; the
+    trials' runs carry their configuration's key and pareto tag; a summary run per configuration
+    measured over several seeds holds its means, read back through MLflow."""
     spec, result, client = smoke_study
     table = pq.read_table(result.study_dir / "results.parquet").to_pylist()
-    points = np.array([[row[m] for m, _ in spec.objectives] for row in table])
-    expected = pareto_front(points, [mode for _, mode in spec.objectives])
-    assert [row["pareto"] for row in table] == expected.tolist()
+    names = [m for m, _ in spec.objectives]
+    groups: dict[tuple, list[dict]] = {}
     for row in table:
-        tag = client.get_run(row["mlflow_run_id"]).data.tags["pareto"]
-        assert tag == ("true" if row["pareto"] else "false")
-    assert pq.read_table(result.study_dir / "pareto.parquet").num_rows == expected.sum() >= 1
-    methods = {row["method"] for row in table}
-    assert methods <= set(spec.methods)
+        groups.setdefault(tuple(row.get(k) for k in SEARCHED), []).append(row)
+    assert any(len(rows) > 1 for rows in groups.values()), "no configuration was replicated"
+    means = np.array([[np.mean([r[m] for r in rows]) for m in names] for rows in groups.values()])
+    expected = pareto_front(means, [mode for _, mode in spec.objectives])
+    for flag, rows in zip(expected, groups.values()):
+        assert sorted(r["seed"] for r in rows) == list(range(len(rows)))  # seeds 0, 1, 2 ...
+        assert len({r["config_key"] for r in rows}) == 1
+        for row in rows:
+            assert row["pareto"] == flag and row["seeds"] == len(rows)
+            tags = client.get_run(row["mlflow_run_id"]).data.tags
+            assert tags["pareto"] == ("true" if flag else "false")
+            assert tags["kdtune.config_key"] == row["config_key"]
+    front = pq.read_table(result.study_dir / "pareto.parquet").to_pylist()
+    assert len(front) == expected.sum() >= 1
+    on_front = {key: rows for (key, rows), flag in zip(groups.items(), expected) if flag}
+    for member in front:
+        rows = on_front[tuple(member.get(k) for k in SEARCHED)]
+        assert member["seeds"] == len(rows) and 0 <= member["p_nondominated"] <= 1
+        for m in names:
+            assert member[m] == pytest.approx(np.mean([r[m] for r in rows]))
+            assert (member.get(f"{m}_se") is None) == (len(rows) == 1 and
+                                                       all(len(g) == 1 for g in groups.values()))
+    parent = client.get_run(result.parent_run_id)
+    summaries = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' and "
+        "tags.`kdtune.configuration_summary` = 'true'")  # fmt: skip
+    by_key = {r["config_key"]: rows for rows in groups.values() for r in rows}
+    wanted = {r[0]["config_key"] for r in groups.values() if len(r) > 1}
+    assert {s.data.tags["kdtune.config_key"] for s in summaries} == wanted
+    for summary in summaries:
+        rows = by_key[summary.data.tags["kdtune.config_key"]]
+        assert summary.data.metrics["seeds"] == len(rows)
+        mean = np.mean([r["val_acc"] for r in rows])
+        assert summary.data.metrics["val_acc"] == pytest.approx(mean)
+        assert summary.data.tags["pareto"] == ("true" if rows[0]["pareto"] else "false")
+    volume = parent.data.metrics  # on the seed means, inside its bootstrap interval
+    assert volume["hypervolume_low"] <= volume["hypervolume"] <= volume["hypervolume_high"]
 
 
 def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
@@ -83,7 +127,7 @@ def test_batched_reports_still_log_every_epoch_to_mlflow(ray_local, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(study.SMOKE, methods=("kd",), num_samples=1, recipe=Recipe(epochs=6),
-                               scheduler="fifo",
+                               scheduler="fifo", front_seeds=1,
                                report_interval_s=1e9, checkpoint_interval_s=1e9,
                                storage_path=str(tmp_path / "ray"))  # fmt: skip
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)
@@ -173,19 +217,24 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert "Which hyperparameters mattered" in note or "importance: fewer than" in note
     for row in result.front.to_pylist():
         run = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
-        assert f"| [`{row['run_name']}`]({run}) | {row['val_acc']:.4f} |" in note
+        assert f"| [`{row['run_name']}`]({run}) | {row['seeds']} | {row['val_acc']:.4f}" in note
     views = {k: json.loads(v) for k, v in experiment.tags.items()
              if k.startswith("mlflow.sharedViewState.")}  # fmt: skip
-    assert {v["name"] for v in views.values()} == {"kdtune: all trials", "kdtune: Pareto front"}
+    assert {v["name"] for v in views.values()} == {
+        "kdtune: all trials", "kdtune: Pareto front", "kdtune: configurations over seeds"}
+    rows = result.table.to_pylist()
     for view in views.values():
         state = json.loads(view["state"])
+        summarised = "configurations" in view["name"]
         assert "metrics.`val_acc`" in state["selectedColumns"]
         assert "params.`temperature`" in state["selectedColumns"]
-        assert "tags.`kdtune.stopped_at_epoch`" in state["selectedColumns"]
+        assert ("tags.`kdtune.stopped_at_epoch`" in state["selectedColumns"]) != summarised
         assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_acc`", False)
         shown = client.search_runs([experiment.experiment_id], state["searchFilter"])
-        expected = result.table if "all" in view["name"] else result.front
-        assert len(shown) == expected.num_rows  # the view's filter finds its runs
+        expected = (len(rows) if "all" in view["name"] else
+                    len({r["config_key"] for r in rows if r["seeds"] > 1})
+                    if summarised else sum(r["pareto"] for r in rows))  # fmt: skip
+        assert len(shown) == expected  # the view's filter finds its runs
         # its charts, first in their own section, plot what the runs logged
         [section] = state["compareRunSections"]
         charts = state["compareRunCharts"]
@@ -199,7 +248,7 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
             assert set(chart.get("selectedParams", [])) <= params, chart
         kinds = [c["type"] for c in charts]
         assert kinds == (["SCATTER", "PARALLEL", "LINE", "LINE"] if "all" in view["name"]
-                         else ["LINE", "LINE"])
+                         else ["SCATTER"] if summarised else ["LINE", "LINE"])
     assert "compareRunsMode=CHART" in note  # the description links the charts
     inputs = parent.inputs.dataset_inputs
     assert [i.dataset.name for i in inputs] == ["digits (1078/359/360)"]

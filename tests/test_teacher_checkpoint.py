@@ -27,6 +27,7 @@ def _spec(tmp_path, checkpoint, **changes):
     import studies.temperature_sweep as study
 
     fields = {"name": "own_teacher", "methods": ("kd",), "num_samples": 1, "scheduler": "fifo",
+              "front_seeds": 1,
               "storage_path": str(tmp_path / "ray"), "teacher_checkpoint": str(checkpoint)}
     return dataclasses.replace(study.SMOKE, **{**fields, **changes})
 

@@ -51,7 +51,8 @@ def record(uri: str, experiment: str) -> tuple[list, list]:
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags]
+    parents = [r for r in runs if "kdtune.trial_id" not in r.data.tags
+               and "mlflow.parentRunId" not in r.data.tags]  # not a configuration's summary
     children = [r for r in runs if "kdtune.trial_id" in r.data.tags
                 and "kdtune.orphan" not in r.data.tags]  # fmt: skip
     return parents, children
