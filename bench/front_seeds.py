@@ -131,16 +131,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(rows))
     ratio = result["replicated"]["optimism_mean"] / result["plain"]["optimism_mean"]
     true = {name: f"{result[name]['true_median']:.5f}" for name in SEARCHES}
-    print(f"{seeds} seeds in {wall:.0f} s: the replicated search's optimism is {ratio:.2f}x the "
-          f"plain search's (goal <= 0.33); its true hypervolume {true['replicated']} against "
-          f"FIFO's {true['fifo']} and the reseeded search's {true['reseed']}")  # fmt: skip
+    print(f"{seeds} seeds in {wall:.0f} s; the replicated search's true hypervolume "
+          f"{true['replicated']} against FIFO's {true['fifo']} and the reseeded search's "
+          f"{true['reseed']}")  # fmt: skip
+    print(f"optimism, replicated / plain (mean over seeds; goal <= 0.33) = {ratio:.2f}x")
     record = write_result("front_seeds", torch.device("cpu"), {
         "blackbox": DEFAULT_PATH.name, "seeds": seeds, "reference_point":
-        list(study.SPEC.reference_point), "optimism_ratio": ratio, "searches": result,
+        list(study.SPEC.reference_point), "ratio": ratio, "searches": result,
         "per_seed": {name: [list(v) for v in runs] for name, runs in found.items()},
         "labels": LABELS, "wall_s": wall}, quick=args.quick)  # fmt: skip
     print(f"wrote {record}")
-    return {"optimism_ratio": ratio, **result}
+    return {"ratio": ratio, **result}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ measurement behind the default.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,22 @@ def _subset(study: Any, trials: Sequence[Any]) -> Any:
     subset = optuna.create_study(directions=study.directions)
     subset.add_trials(trials)
     return subset
+
+
+def with_seed_means(study: Any, means: Mapping[str, Sequence[float]]) -> Any:
+    """`study` with each complete trial valued at its configuration's seed means where it has
+    them (`means`: Tune trial id -> the means of its configuration, measured over several
+    seeds), in memory; the study itself when none has. A configuration's first seed is what
+    Optuna saw, partly luck; its seed means are what the ranking should explain."""
+    if not means:
+        return study
+    trials = []
+    for trial in study.get_trials(deepcopy=True):
+        found = means.get(trial.user_attrs.get("tune_trial_id", ""))
+        if found is not None and trial.state == optuna.trial.TrialState.COMPLETE:
+            trial.values = list(found)
+        trials.append(trial)
+    return _subset(study, trials)
 
 
 def _between_share(trials: Sequence[Any], target: Any) -> float:

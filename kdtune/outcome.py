@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from kdtune.importance import (
     format_importances,
     rung_agreement,
     study_importances,
+    with_seed_means,
 )
 from kdtune.metrics import worst_value
 from kdtune.replicates import SeedFront, configuration_key, seed_front
@@ -47,6 +48,8 @@ class Outcome:
     front: pa.Table
     files: list[Path]  # what was written, in the study folder and on the parent run
     description: str = ""  # the parent run's, as written
+    # Tune trial id -> its configuration's seed means, where it was measured over several seeds
+    seed_means: Mapping[str, list[float]] = field(default_factory=dict)
 
 
 def hparam_columns(table: pa.Table, declarations: Declarations) -> list[str]:
@@ -257,7 +260,10 @@ def write_outcome(
     _save_views(spec, tracker, label_keys)
     text = description(spec, question, table, front, files, tracker.experiment_id)
     tracker.describe_study(text)
-    return Outcome(table, front, files, text)
+    names = [m for m, _ in spec.objectives]
+    means = {trial_id: [c[m] for m in names] for c in configurations if c["seeds"] > 1
+             for trial_id in c["trial_ids"].split(",")}  # fmt: skip
+    return Outcome(table, front, files, text, means)
 
 
 # saved views of the runs table
@@ -540,15 +546,22 @@ def early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searche
 
 
 def importance_report(spec: StudySpec, searched: Any, tracker: StudyTracker,
-                      storage: StudyStorage, log: Log) -> list[Path]:  # fmt: skip
-    """Which hyperparameters mattered, per objective: printed, and as importance.parquet and
-    importance.png on the parent run."""
-    rows = study_importances(searched, spec.objectives, spec.importance_evaluator,
-                             seed=spec.seed)
+                      storage: StudyStorage, log: Log,
+                      seed_means: Mapping[str, list[float]]) -> list[Path]:  # fmt: skip
+    """Which hyperparameters mattered, per objective, the trials of a configuration measured
+    over several seeds at its seed means: printed, and as importance.parquet and importance.png
+    on the parent run."""
+    rows = study_importances(with_seed_means(searched, seed_means), spec.objectives,
+                             spec.importance_evaluator, seed=spec.seed)  # fmt: skip
     if not rows:
         log(f"\nimportance: fewer than {MIN_TRIALS} trials reached a common budget; no ranking")
         return []
-    log(format_importances(rows))
+    replicated = [t for t in searched.get_trials(deepcopy=False)
+                  if t.user_attrs.get("tune_trial_id") in seed_means]  # fmt: skip
+    log(format_importances(rows) + (f"\n  ({len(replicated)} of those trials valued at their "
+                                    "configuration's seed means, measured over several seeds)"
+                                    if replicated and rows[0]["budget"] == "the whole budget"
+                                    else ""))  # fmt: skip
     folder = storage.local_dir
     tables.write_table(tables.summary_table(rows), folder / "importance.parquet")
     files = [folder / "importance.parquet",

@@ -529,7 +529,8 @@ def _finish(spec: StudySpec, trials: list[Any], parent: ParentRun, declarations:
         log(text)
         reports.append(text)
 
-    files += importance_report(spec, searched, parent.tracker, parent.storage, report)
+    files += importance_report(spec, searched, parent.tracker, parent.storage, report,
+                               outcome.seed_means)  # fmt: skip
     if spec.early_stopping:
         early_stopping_report(spec, outcome.table.to_pylist(), searched, parent.tracker, report)
     describe_search(parent.tracker, outcome, reports)

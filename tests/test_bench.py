@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
     "module, flags, name",
     [(name, [], name) for name in ("step_throughput", "overhead", "scaling", "epoch_floor",
                                    "packing", "importance", "samplers", "search_efficiency",
-                                   "concurrency", "driver_scale")]
+                                   "concurrency", "driver_scale", "front_seeds")]
     + [("search_efficiency", ["--blackbox"], "search_efficiency_blackbox")],
 )
 def test_quick_benchmark_runs_and_records_its_ratio(module, flags, name, tmp_path):

@@ -14,6 +14,7 @@ from kdtune.importance import (
     format_importances,
     rung_agreement,
     study_importances,
+    with_seed_means,
 )
 
 OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
@@ -153,3 +154,17 @@ def test_rung_agreement_needs_enough_full_trials():
             params={"x": i / 10}, distributions=distributions, values=[i, -i],
             user_attrs={"values_at_epoch_3": [i, -i]}))  # fmt: skip
     assert rung_agreement(study, OBJECTIVES) == []
+
+
+def test_importance_ranks_a_replicated_configuration_at_its_seed_means():
+    """Six complete trials whose first seeds say x matters; two of them were measured over
+    several seeds, whose means say it does not: the copy holds the means, the rest as told."""
+    study = optuna.create_study(directions=["maximize"])
+    for i, value in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("tune_trial_id", f"t{i}")
+        study.tell(trial, value)
+    valued = with_seed_means(study, {"t0": [0.55], "t5": [0.15]})
+    assert [t.values[0] for t in valued.trials] == [0.55, 0.2, 0.3, 0.4, 0.5, 0.15]
+    assert [t.params for t in valued.trials] == [t.params for t in study.trials]
+    assert with_seed_means(study, {}) is study
