@@ -429,7 +429,7 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
                              + " | `p_nondominated` |", "|---" * (len(metrics) + 3) + "|",
                              *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
     if more > 0:
-        front_table += (f"\n\n... and {more} more runs on [the front]"
+        front_table += (f"\n\n... and {more} more configurations on [the front]"
                         f"({view_link(experiment_id, FRONT_VIEW)}).")  # fmt: skip
     names = [f"`{path.name}`" for path in files]
     simulated = [f"**Simulated**: no training; every trial replayed the curve measured for its "
@@ -532,9 +532,11 @@ def early_stopping_report(spec: StudySpec, trials: list[dict[str, Any]], searche
     spent = sum(int(t.get("epoch") or 0) for t in trials)
     full = sum(t["status"] == "TERMINATED" for t in trials)
     budget = len(trials) * spec.recipe.epochs
-    log(f"\nMO-ASHA: {full} of {len(trials)} trials ran their {spec.recipe.epochs} epochs; the "
-        f"search spent {spent} trial-epochs, {spent / max(budget, 1):.0%} of the {budget} "
-        f"that running every trial in full would have")  # fmt: skip
+    replicates = sum(t.get("seed") != spec.seed for t in trials)
+    among = f" ({replicates} of them the front's seed replicates)" if replicates else ""
+    log(f"\nMO-ASHA: {full} of {len(trials)} trials{among} ran their {spec.recipe.epochs} "
+        f"epochs; the search spent {spent} trial-epochs, {spent / max(budget, 1):.0%} of the "
+        f"{budget} that running every trial in full would have")  # fmt: skip
     tracker.log_study_metrics({"trial_epochs": spent})
     rows = rung_agreement(searched, spec.objectives)
     if not rows:

@@ -349,26 +349,32 @@ def bar_panels(
     title: str,
     reference: Mapping[str, float] | None = None,
 ) -> Path:
-    """One bar chart per metric: mean +- std per row of a seed summary, labelled by `label`;
-    `reference` draws a horizontal line per metric (e.g. the teacher's value), always inside
-    the panel; the legend sits below the panels, clear of the bars."""
+    """One bar chart per metric: mean +- std per row of a seed summary, labelled by `label`
+    (no bar of error for a row of one seed, which has no spread to show); `reference` draws a
+    horizontal line per metric (e.g. the teacher's value), always inside the panel; an accuracy
+    axis that does not start at 0 says where it starts; the legend sits below the panels."""
     fig, axes = _panel_row(len(metrics), height=4.4)
     names = [str(e[label]) for e in summary]
     for ax, metric in zip(axes, metrics):
         mean, std = _band(summary, metric)
-        ax.bar(np.arange(len(names)), mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
+        spread = np.array([e.get(f"{metric}_std") is not None for e in summary])
+        ax.bar(np.arange(len(names)), mean, yerr=np.where(spread, std, np.nan), capsize=3,
+               color="tab:blue", alpha=0.8)  # fmt: skip
         line = (reference or {}).get(metric)
         if line is not None:
             ax.axhline(line, color="k", ls="--", label="teacher")
         shown = np.concatenate([mean + std, mean - std, [line] if line is not None else []])
         shown = shown[np.isfinite(shown)]
+        axis_label = metric_label(metric)
         if len(shown) and metric.endswith("acc"):  # accuracies differ in the last points
             span = max(shown.max() - shown.min(), 0.01)
-            ax.set_ylim(max(0.0, shown.min() - 0.15 * span), min(1.0, shown.max() + 0.15 * span))
+            low = max(0.0, shown.min() - 0.15 * span)
+            ax.set_ylim(low, min(1.0, shown.max() + 0.15 * span))
+            axis_label += f" (axis from {low:.2f})" if low > 0 else ""
         elif len(shown):
             ax.set_ylim(0, shown.max() * 1.15)
         ax.set_xticks(np.arange(len(names)), labels=names, rotation=45, ha="right")
-        ax.set(ylabel=metric_label(metric))
+        ax.set(ylabel=axis_label)
         ax.grid(alpha=0.3, axis="y")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:

@@ -150,9 +150,9 @@ class ReplicatePlan:
         key = configuration_key(config)
         self.configs.setdefault(key, {k: v for k, v in config.items() if k != "seed"})
         self.values.setdefault(key, []).append([float(v) for v in values])
-        seeds = self.seeds.setdefault(key, [])
-        if config.get("seed") not in seeds:
-            seeds.append(int(config.get("seed", 0)))
+        seeds, seed = self.seeds.setdefault(key, []), int(config.get("seed", 0))
+        if seed not in seeds:  # a replicate's seed was noted when it was handed out
+            seeds.append(seed)
 
     def next(self) -> dict[str, Any] | None:
         """The next replicate's config (the configuration with a new seed), or None when the

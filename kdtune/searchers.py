@@ -72,7 +72,6 @@ class OptunaSearcher(Searcher):
         self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
         self.plan, self.to_search, self.searched = plan, to_search, 0
         self.configs: dict[str, dict[str, Any]] = {}  # running Tune trial id -> its config
-        self.replicates: set[str] = set()  # the running replicates' Tune trial ids
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.configs:  # asked again for a trial it answered
@@ -80,7 +79,6 @@ class OptunaSearcher(Searcher):
         if trial_id in self.asked or self.plan is None or self.searched < self.to_search:
             config = self._ask(trial_id)
         elif (config := self.plan.next()) is not None:
-            self.replicates.add(trial_id)
             if self.plan.spent:  # Tune asks no further once its num_samples are handed out
                 self.study.set_user_attr(REPLICATED_ATTR, True)
         elif self.configs or self.asked:
@@ -109,7 +107,6 @@ class OptunaSearcher(Searcher):
         if result:  # a trial stopped at a rung ends on that rung's report
             self.on_trial_result(trial_id, result)
         trial, config = self.asked.pop(trial_id, None), self.configs.pop(trial_id, None)
-        self.replicates.discard(trial_id)
         if trial is None and config is None:
             return
         state, values = how_it_ended(last_report(result), self.objectives,

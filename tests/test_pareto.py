@@ -67,7 +67,7 @@ def test_a_long_front_fits_mlflows_description_with_a_link_to_the_rest():
     text = description(StudySpec(), "", table, table, [], "7")
     assert len(text) < MAX_TAG_VAL_LENGTH
     assert text.count("#/experiments/7/runs/") == FRONT_ROWS_SHOWN
-    assert f"and {400 - FRONT_ROWS_SHOWN} more runs on [the front]" in text
+    assert f"and {400 - FRONT_ROWS_SHOWN} more configurations on [the front]" in text
     assert text.rstrip().endswith("`reliability_test.png`.")  # what follows the table is kept
 
 
