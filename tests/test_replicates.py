@@ -42,13 +42,20 @@ def _candidates():
 
 def test_next_replicates_goes_to_open_candidates_best_first_within_the_budget():
     groups = _candidates()
-    assert replicates.next_replicates(groups, DIRECTIONS, front_seeds=3, budget=5) == [0, 2]
-    assert replicates.next_replicates(groups, DIRECTIONS, front_seeds=3, budget=1) == [0]
-    assert replicates.next_replicates(groups, DIRECTIONS, front_seeds=3, budget=0) == []
-    # A has its two seeds already
-    assert replicates.next_replicates(groups, DIRECTIONS, front_seeds=2, budget=5) == [2]
-    # one seed each is all that was asked for: replication off
-    assert replicates.next_replicates(groups, DIRECTIONS, front_seeds=1, budget=5) == []
+
+    def wanted(front_seeds: int, budget: int, min_freedom: int = 1) -> list[int]:
+        return replicates.next_replicates(groups, DIRECTIONS, front_seeds, budget,
+                                          min_freedom=min_freedom)  # fmt: skip
+
+    assert wanted(front_seeds=3, budget=5) == [0, 2]  # B is clearly behind A
+    assert wanted(front_seeds=3, budget=1) == [0]
+    assert wanted(front_seeds=3, budget=0) == []
+    assert wanted(front_seeds=2, budget=5) == [2]  # A has its two seeds already
+    assert wanted(front_seeds=1, budget=5) == []  # one seed each asked for: replication off
+    # the noise pooled over 1 degree of freedom is not trusted by default (MIN_FREEDOM): B,
+    # behind A by more than 3 of those standard errors in each objective, is still open, last
+    assert replicates.freedom(groups, 2) == 1 < replicates.MIN_FREEDOM
+    assert wanted(front_seeds=3, budget=5, min_freedom=replicates.MIN_FREEDOM) == [0, 2, 1]
 
 
 def test_p_nondominated_by_hand():
@@ -70,10 +77,9 @@ def test_p_nondominated_by_hand():
     assert np.isnan(certain.errors).all() and np.isnan(certain.hypervolume[1:]).all()
 
 
-def test_a_clearly_dominated_configuration_is_not_resampled_and_counts_zero():
-    # C is 0.2 behind A in accuracy and 0.1 in ECE with a seed deviation of ~0.007: at z = 2 it
-    # is clearly dominated, so it is left out of the bootstrap (p = 0), as its resamples could
-    # not bring it within reach
+def test_a_clearly_dominated_configuration_is_never_on_the_resampled_front():
+    # C is 0.2 behind A in accuracy and 0.1 in ECE with a seed deviation of ~0.007: no
+    # resampling of the seeds brings it onto the front
     groups = [np.array([[0.95, 0.02], [0.96, 0.03]]), np.array([[0.75, 0.12], [0.76, 0.13]])]
     found = replicates.seed_front(groups, DIRECTIONS, (0.7, 0.2), draws=200)
     assert found.p_nondominated.tolist() == [1.0, 0.0]
@@ -97,7 +103,7 @@ def test_a_configuration_key_names_a_configuration_whatever_its_seed():
 
 
 def _plan(budget: int, front_seeds: int = 3) -> replicates.ReplicatePlan:
-    plan = replicates.ReplicatePlan(("max", "min"), front_seeds, budget)
+    plan = replicates.ReplicatePlan(("max", "min"), front_seeds, budget, min_freedom=1)
     # A on the front, B clearly behind once noise is known, C tied with A
     for config, values in ((A, [0.95, 0.02]), (B, [0.80, 0.10]), (C, [0.951, 0.021])):
         plan.measured(config, values)
