@@ -3,13 +3,13 @@
 Optuna's multi-objective TPE sampler searches the method (kd, dkd, lskd, crld, topkd, mixup_kd,
 cutmixpick_kd) and, within it, the temperature, mixup alpha and the loss weights that method
 declares as searched (kdtune/methods.py), maximising validation accuracy and minimising
-validation ECE. Then every configuration on the search's Pareto front is trained again with 3
-new seeds, and the front reported is the front of those seed means: single-seed differences of
-a few tenths of a point are noise, and the search, which picked its front on one seed, flatters
-it.
+validation ECE; the configurations on or near its front are measured over up to 3 seeds within
+the search (front_seeds). Then every configuration on that front is trained again with 3 seeds
+the search never saw, and the front of those seed means is reported beside the search's: a
+check of the search's front on fresh seeds.
 
-Default: digits (embedded), CNN teacher -> MLP student, 40 searched trials, then the front
-x 3 seeds, CPU, under 10 minutes.
+Default: digits (embedded), CNN teacher -> MLP student, 40 searched trials and their front's
+replicates, then the front x 3 fresh seeds, CPU, a few minutes.
 At scale:  --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --gpus-per-trial 0.25
            --max-concurrent-trials 8 --num-samples 128 --epochs 240 --teacher-epochs 240
 """
