@@ -196,16 +196,16 @@ def mark_front(rows: list[dict[str, Any]],
 
 
 def configuration_summaries(spec: StudySpec, configurations: Sequence[Mapping[str, Any]],
-                            ) -> list[dict[str, Any]]:  # fmt: skip
+                            label_keys: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
     """What MLflow gets of each configuration measured over several seeds: a summary run
-    (`tracking.summarise_configurations`) named as its trials' runs plus its seed count, its
+    (`tracking.summarise_configurations`) named by its settings and seed count, its
     config as params, its seed means, standard errors, seed count and p_nondominated as
     metrics. (One for a configuration of one seed would repeat its trial's run.)"""
     names = [m for m, _ in spec.objectives]
     shown = [*names, *(f"{m}_se" for m in names), "test_acc", "test_ece", "test_ece_ts",
              "seeds", "p_nondominated"]  # fmt: skip
     return [{"config_key": c["config_key"], "pareto": c["pareto"],
-             "name": f"{c['run_name']} ({c['seeds']} seeds)",
+             "name": f"{run_name(c, label_keys)} ({c['seeds']} seeds)",  # c has no seed
              "params": {k: c[k] for k in c["config_params"]}, "method": c["method"],
              "metrics": {k: c[k] for k in shown if c.get(k) is not None}}
             for c in configurations if c["seeds"] > 1]  # fmt: skip
@@ -246,7 +246,7 @@ def write_outcome(
     tables.write_table(table, folder / "results.parquet")
     tables.write_table(front, folder / "pareto.parquet")
     tracker.tag_pareto({r["mlflow_run_id"]: r["pareto"] for r in rows if r["mlflow_run_id"]})
-    tracker.summarise_configurations(configuration_summaries(spec, configurations))
+    tracker.summarise_configurations(configuration_summaries(spec, configurations, label_keys))
     atomic.write_text(folder / "pareto.txt",
                       tables.format_table(with_errors(front),
                                           front_columns(table, declarations)) + "\n")

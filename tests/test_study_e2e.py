@@ -112,6 +112,8 @@ def test_the_front_is_that_of_the_seed_means_and_mlflow_groups_each_configuratio
         mean = np.mean([r["val_acc"] for r in rows])
         assert summary.data.metrics["val_acc"] == pytest.approx(mean)
         assert summary.data.tags["pareto"] == ("true" if rows[0]["pareto"] else "false")
+        assert summary.info.run_name.endswith(f" ({len(rows)} seeds)")
+        assert "seed=" not in summary.info.run_name  # the configuration's, not a seed's
     volume = parent.data.metrics  # on the seed means, inside its bootstrap interval
     assert volume["hypervolume_low"] <= volume["hypervolume"] <= volume["hypervolume_high"]
 
