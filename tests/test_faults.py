@@ -44,6 +44,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
         scheduler="fifo",
         methods=("kd",),
         num_samples=2,
+        front_seeds=1,
         max_failures=2,
         checkpoint_interval_s=0,
         recipe=Recipe(epochs=80),
@@ -103,6 +104,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         uri,
         "--scheduler",
         "fifo",
+        "--front-seeds",
+        "1",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
@@ -169,7 +172,7 @@ def test_hundred_short_trials_eight_at_a_time_against_one_sqlite_store(ray_local
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = dataclasses.replace(
         study.SMOKE, name="load", num_samples=100, max_concurrent_trials=8, cpus_per_trial=0.25,
-        scheduler="fifo",
+        scheduler="fifo", front_seeds=1,
         recipe=Recipe(epochs=1), storage_path=str(tmp_path / "ray"),
     )  # fmt: skip
     result = run_study(spec, tracking_uri=uri, log=lambda _: None)

@@ -40,6 +40,7 @@ def main() -> None:
     ray.init(address=cluster.address, log_to_driver=False)
     spec = dataclasses.replace(
         study.SMOKE, name="cluster", methods=("kd",), num_samples=3, max_concurrent_trials=2,
+        front_seeds=1,
         scheduler="fifo",
         gpus_per_trial=0.5, cpus_per_trial=1, max_failures=3, recipe=Recipe(epochs=60),
         checkpoint_interval_s=0,

@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def sweep(tmp_path: Path, name: str, uri: str, *flags: str, trials: int = 4,
           epochs: int = 60) -> list[str]:  # fmt: skip
-    """The temperature sweep's smoke study, one trial at a time, in `tmp_path/ray`."""
+    """The temperature sweep's smoke study, one trial at a time, in `tmp_path/ray`, its
+    `trials` and no more (no replicates of its front: `--front-seeds 1`)."""
     return [sys.executable, str(ROOT / "studies" / "temperature_sweep.py"), "--smoke-test",
             "--name", name, "--num-samples", str(trials), "--max-concurrent-trials", "1",
             "--epochs", str(epochs), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri,
-            "--scheduler", "fifo", *flags]  # fmt: skip
+            "--scheduler", "fifo", "--front-seeds", "1", *flags]  # fmt: skip
 
 
 def start(command: list[str], cwd: Path) -> subprocess.Popen:
