@@ -409,6 +409,28 @@ def _member_hover(member: Mapping[str, Any], spec: StudySpec) -> str:
 FRONT_ROWS_SHOWN = 25
 
 
+def front_markdown(spec: StudySpec, front: pa.Table, experiment_id: str) -> str:
+    """The front as a Markdown table: each configuration's run link, seed count, seed means ±
+    standard errors and p_nondominated; the first FRONT_ROWS_SHOWN, then a link to the rest."""
+    metrics = list(dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
+                                  "test_ece_ts"]))  # fmt: skip
+
+    def cell(value: Any, digits: int = 4) -> str:  # `with_errors` made the objectives text
+        return value if isinstance(value, str) else "-" if value is None else f"{value:.{digits}f}"
+
+    rows = [[run_link(r, experiment_id), str(r.get("seeds", 1)),
+             *(cell(r.get(m)) for m in metrics), cell(r.get("p_nondominated"), 2)]
+            for r in with_errors(front).to_pylist()[:FRONT_ROWS_SHOWN]]  # fmt: skip
+    text = "\n".join(["| run | seeds | " + " | ".join(f"`{m}`" for m in metrics)
+                      + " | `p_nondominated` |", "|---" * (len(metrics) + 3) + "|",
+                      *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
+    more = front.num_rows - len(rows)
+    if more > 0:
+        text += (f"\n\n... and {more} more configurations on [the front]"
+                 f"({view_link(experiment_id, FRONT_VIEW)}).")  # fmt: skip
+    return text
+
+
 def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table,
                 files: Sequence[Path], experiment_id: str) -> str:  # fmt: skip
     """The parent run's description (Markdown): the question, what ran, the front as a table,
@@ -416,21 +438,6 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
     goals = ", ".join(f"`{m}` ({'higher' if d == 'max' else 'lower'} is better)"
                       for m, d in spec.objectives)  # fmt: skip
     finished = sum(s == "TERMINATED" for s in table["status"].to_pylist())
-    metrics = list(dict.fromkeys([*(m for m, _ in spec.objectives), "test_acc", "test_ece",
-                                  "test_ece_ts"]))  # fmt: skip
-    shown = with_errors(front).to_pylist()[:FRONT_ROWS_SHOWN]
-    rows = [[run_link(r, experiment_id), str(r.get("seeds", 1)),
-             *(r[m] if isinstance(r.get(m), str) else f"{r[m]:.4f}" if r.get(m) is not None
-               else "-" for m in metrics),
-             f"{r['p_nondominated']:.2f}" if r.get("p_nondominated") is not None else "-"]
-            for r in shown]  # fmt: skip
-    more = front.num_rows - len(rows)
-    front_table = "\n".join(["| run | seeds | " + " | ".join(f"`{m}`" for m in metrics)
-                             + " | `p_nondominated` |", "|---" * (len(metrics) + 3) + "|",
-                             *("| " + " | ".join(row) + " |" for row in rows)])  # fmt: skip
-    if more > 0:
-        front_table += (f"\n\n... and {more} more configurations on [the front]"
-                        f"({view_link(experiment_id, FRONT_VIEW)}).")  # fmt: skip
     names = [f"`{path.name}`" for path in files]
     simulated = [f"**Simulated**: no training; every trial replayed the curve measured for its "
                  f"configuration in the blackbox `{spec.simulate}` (its `simulated_config` and "
@@ -446,7 +453,7 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
         "Each configuration's seed means ± their standard error (over `seeds` seeds; the run "
         "linked is its first), and how often it stays on the front when its seeds are "
         "resampled (`p_nondominated`).",
-        front_table if rows else "(no finished trial)",
+        front_markdown(spec, front, experiment_id) if front.num_rows else "(no finished trial)",
         "#### Where to look\n"
         f"- The runs table, best first: [every trial]({view_link(experiment_id)}), "
         f"[the front]({view_link(experiment_id, FRONT_VIEW)}), [each configuration over its "

@@ -147,26 +147,17 @@ def pareto_html(
         return (_at(a, x_ticks, margin, width - margin / 2),
                 _at(b, y_ticks, height - margin, margin / 2))  # fmt: skip
 
-    def px(i: int) -> tuple[float, float]:
-        return at(x[i], y[i])
-
-    colors = {g: f"C{i % 10}" for i, g in enumerate(sorted(set(groups)))}
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-           f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">']
-    svg += _svg_axes(x_ticks, y_ticks, x_label, y_label, width, height, margin)
+    colors = {g: matplotlib.colors.to_hex(f"C{i % 10}")
+              for i, g in enumerate(sorted(set(groups)))}  # fmt: skip
     members = front.sorted()
-    if members:
-        points = " ".join("{:.1f},{:.1f}".format(*at(m[0], m[1])) for m in members)
-        svg.append(f'<polyline points="{points}" fill="none" stroke="black" '
-                   'stroke-dasharray="6,4"/>')  # fmt: skip
-    svg += [_svg_trial(px(i), matplotlib.colors.to_hex(colors[groups[i]]), on_front[i], early[i],
-                       hover[i]) for i in np.flatnonzero(shown)]  # fmt: skip
-    svg += [_svg_member(m, at) for m in members]
-    for row, (group, color) in enumerate(colors.items()):
-        svg.append(f'<circle cx="{width - 150}" cy="{margin / 2 + 14 + 18 * row}" r="5" '
-                   f'fill="{matplotlib.colors.to_hex(color)}"/><text x="{width - 140}" '
-                   f'y="{margin / 2 + 18 + 18 * row}">{_escape(group)}</text>')  # fmt: skip
-    svg.append("</svg>")
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+           f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">',
+           *_svg_axes(x_ticks, y_ticks, x_label, y_label, width, height, margin),
+           *_svg_front_line(members, at),
+           *(_svg_trial(at(x[i], y[i]), colors[groups[i]], on_front[i], early[i], hover[i])
+             for i in np.flatnonzero(shown)),
+           *(_svg_member(m, at) for m in members),
+           *_svg_legend(colors, width - 150, margin / 2), "</svg>"]  # fmt: skip
     listed = "".join(f"<li>{_escape(m[4]).replace(chr(10), '; ')}</li>" for m in members)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
             f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
@@ -194,6 +185,22 @@ def _svg_trial(at: tuple[float, float], color: str, on_front: bool, stopped: boo
              f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front else ""))
     return (f'<circle cx="{at[0]:.1f}" cy="{at[1]:.1f}" r="{7 if on_front else 5}" {paint} '
             f'opacity="0.85"><title>{_escape(hover)}</title></circle>')
+
+
+def _svg_front_line(members: Sequence[tuple[float, float, float, float, str]],
+                    at: Callable[[float, float], tuple[float, float]]) -> list[str]:  # fmt: skip
+    """The dashed line through the front's seed means (none for an empty front)."""
+    if not members:
+        return []
+    points = " ".join("{:.1f},{:.1f}".format(*at(m[0], m[1])) for m in members)
+    return [f'<polyline points="{points}" fill="none" stroke="black" stroke-dasharray="6,4"/>']
+
+
+def _svg_legend(colors: Mapping[str, str], left: float, top: float) -> list[str]:
+    """A dot and a name per group (method), one under the other."""
+    return [f'<circle cx="{left}" cy="{top + 14 + 18 * row}" r="5" fill="{color}"/>'
+            f'<text x="{left + 10}" y="{top + 18 + 18 * row}">{_escape(group)}</text>'
+            for row, (group, color) in enumerate(colors.items())]  # fmt: skip
 
 
 def _svg_member(member: tuple[float, float, float, float, str],
