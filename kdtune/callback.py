@@ -25,7 +25,7 @@ from kdtune.hparams import format_value
 from kdtune.replicates import configuration_key
 from kdtune.reports import expand, last_report
 from kdtune.storage import ROUTE, launch_value
-from kdtune.tracking import CONFIG_TAG, METHOD_TAG, STOPPED_TAG, StudyTracker
+from kdtune.tracking import CONFIG_TAG, METHOD_TAG, OPTUNA_TRIAL_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
 TUNE_KEYS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag",
@@ -84,6 +84,9 @@ class Route:
     # method -> the config keys that tell its trials apart, which name the child runs
     # ("kd T=4.2 w_kd=0.8"); "" for configs without a method
     label_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # (Tune trial id, its run id) -> the number of the Optuna trial that now names the run
+    # (search.run_linker), None if Optuna did not ask the trial; None: no Optuna study
+    link_run: Callable[[str, str], int | None] | None = None
 
 
 def step_key(report: Mapping[str, Any]) -> str:
@@ -221,7 +224,13 @@ class TrackingCallback(tune.Callback):
         return trial_run(self.tracker, trial, self.route, key)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._record(lambda: self._run(trial))
+        def start() -> None:
+            run_id = self._run(trial)
+            number = self.route.link_run and self.route.link_run(trial.trial_id, run_id)
+            if number is not None:  # the run names its Optuna trial back
+                self.tracker.tag_trial(trial.trial_id, {OPTUNA_TRIAL_TAG: str(number)})
+
+        self._record(start)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

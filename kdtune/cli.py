@@ -361,7 +361,7 @@ def _traceback_note() -> str:
 
 def closing_lines(result: StudyResult) -> str:
     """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
-    from kdtune.tracking import run_route  # MLflow: only once a study has run
+    from kdtune.tracking import run_route, ui_address  # MLflow: only once a study has run
 
     local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
     where = result.link or (run_route(result.experiment_id, result.parent_run_id)
@@ -371,10 +371,9 @@ def closing_lines(result: StudyResult) -> str:
     lines.append("and logged them on its MLflow parent run, with one child run per trial.")
     if local:
         lines.append(f"See them:  kdtune ui --tracking-uri {shlex.quote(result.tracking_uri)}   "
-                     "then open "
-                     f"http://127.0.0.1:5000/{where}")  # fmt: skip
+                     f"then open {ui_address(result.tracking_uri)}/{where}")  # fmt: skip
     else:
-        lines.append(f"See them:  {result.tracking_uri.rstrip('/')}/{where}")
+        lines.append(f"See them:  {ui_address(result.tracking_uri)}/{where}")
     if (result.study_dir / "optuna.db").exists():
         lines.append(f"The search's Optuna study is in optuna.db there:  kdtune dashboard "
                      f"{shlex.quote(str(result.study_dir))}")  # fmt: skip
@@ -576,25 +575,45 @@ def _ui(args: argparse.Namespace) -> None:
     guarded(check)
     # the mlflow of this interpreter, whether or not its venv is activated
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
-               "--backend-store-uri", uri]  # fmt: skip
+               "--backend-store-uri", uri, "--workers", str(args.workers)]  # fmt: skip
+    # MLflow's job runner (8 processes, ~1.9 GiB) serves GenAI jobs; no kdtune page uses one
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://{_url_host(args.host)}:{args.port}"
     handle, log = tempfile.mkstemp(prefix="kdtune-ui-", suffix=".log")
     for stop in (signal.SIGTERM, signal.SIGHUP):  # a scheduler, a closed terminal: as Ctrl-C
         signal.signal(stop, _interrupt)
     # its own process group, so that stopping it stops every process it started
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, env=environment,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         os.close(handle)
         _wait_until_serving(server, url, log)
         print(f"kdtune: serving {uri} on http://{args.host}:{args.port} (Ctrl-C stops; MLflow's "
-              f"log: {log}); open {url}/#/experiments?workflowType=machine_learning", flush=True)
+              f"log: {log})\n{studies_lines(uri, url)}", flush=True)
         code = server.wait()
         raise _server_failed(f"MLflow's UI ended (exit status {code})", log)
     except KeyboardInterrupt:
         pass
     finally:
         _stop_group(server)
+
+
+def studies_lines(uri: str, url: str, most: int = 10) -> str:
+    """Where to click: each study's trials (newest first), since the UI's experiment list
+    opens a study on MLflow's GenAI overview, not on its runs."""
+    from kdtune.tracking import study_experiments, view_link
+
+    studies = study_experiments(uri)
+    every = f"{url}/#/experiments?workflowType=machine_learning"
+    if not studies:
+        return f"open {every} (no kdtune study in this store yet)"
+    width = max(len(name) for name, _ in studies[:most])
+    lines = ["its studies' trials:"]
+    lines += [f"  {name:{width}}  {url}/{view_link(experiment_id)}"
+              for name, experiment_id in studies[:most]]  # fmt: skip
+    if len(studies) > most:
+        lines.append(f"  and {len(studies) - most} more: {every}")
+    return "\n".join(lines)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -688,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ui.add_argument("--port", type=int, default=5000, help="(default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="only change this if you mean to expose it")
+    ui.add_argument("--workers", type=int, default=1,
+                    help="MLflow UI worker processes (default 1, enough for one person; MLflow's "
+                         "own default is 4)")  # fmt: skip
     ui.add_argument("--tracking-uri", default=None,
                     help="the MLflow store to serve (default: $MLFLOW_TRACKING_URI, else "
                          "sqlite:///mlflow.db in the working folder)")  # fmt: skip

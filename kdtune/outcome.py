@@ -34,7 +34,18 @@ from kdtune.replicates import SeedFront, configuration_key, seed_front
 from kdtune.reports import last_report
 from kdtune.search import grid_keys
 from kdtune.storage import StudyStorage
-from kdtune.tracking import STOPPED_TAG, SUMMARY_TAG, TRIAL_TAG, StudyTracker, run_route
+from kdtune.tracking import (
+    CONFIGURATIONS_VIEW,
+    FRONT_VIEW,
+    STOPPED_TAG,
+    SUMMARY_TAG,
+    TRIAL_TAG,
+    TRIALS_VIEW,
+    StudyTracker,
+    run_route,
+    ui_address,
+    view_link,
+)
 from kdtune.trainable import BEST_ON_TEST
 
 METRIC_PREFIXES = ("train_", "val_", "test_")  # a trial's metrics: averaged over seeds on the front
@@ -266,19 +277,6 @@ def write_outcome(
     return Outcome(table, front, files, text, means)
 
 
-# saved views of the runs table
-TRIALS_VIEW, FRONT_VIEW, CONFIGURATIONS_VIEW = "kdtune-trials", "kdtune-front", "kdtune-configs"
-
-
-def view_link(experiment_id: str, view: str = TRIALS_VIEW, charts: bool = False) -> str:
-    """The UI route of a saved view, in the UI's model-training mode (MLflow 3 opens
-    experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17),
-    on its table or, with `charts`, on its charts."""
-    mode = "&compareRunsMode=CHART" if charts else ""
-    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}{mode}"
-            "&workflowType=machine_learning")
-
-
 def run_link(row: Mapping[str, Any], experiment_id: str) -> str:
     """A trial's run name as a Markdown link to its run (the name alone if it has none)."""
     name = f"`{row['run_name']}`"
@@ -365,8 +363,11 @@ def _figures(
             [_member_hover(m, spec) for m in members])  # fmt: skip
         figures.append(plots.pareto_scatter(x, y, on_front, groups, path=folder / "pareto.png",
                                             title=title, **labels))  # fmt: skip
+        routes = [run_route(tracker.experiment_id, r["mlflow_run_id"]) if r.get("mlflow_run_id")
+                  else "" for r in rows]  # fmt: skip
         figures.append(plots.pareto_html(x, y, on_front, groups, [_hover(r, spec) for r in rows],
-                                         path=folder / "pareto.html", title=title, **labels))
+                                         path=folder / "pareto.html", title=title, routes=routes,
+                                         server=ui_address(tracker.tracking_uri), **labels))
     temperature = {method: declared.name for method, hparams in declarations.items()
                    if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
     with_t = [r for r in finished if r["method"] in temperature

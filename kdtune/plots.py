@@ -4,6 +4,7 @@ better."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,16 +129,20 @@ def _svg_axes(x_ticks: np.ndarray, y_ticks: np.ndarray, x_label: str, y_label: s
 def pareto_html(
     x: Sequence[float], y: Sequence[float], on_front: Sequence[bool], groups: Sequence[str],
     hover: Sequence[str], *, front: FrontPoints, x_label: str, y_label: str, path: str | Path,
-    title: str, stopped: Sequence[bool] = (),
+    title: str, stopped: Sequence[bool] = (), routes: Sequence[str] = (), server: str = "",
 ) -> Path:  # fmt: skip
     """The Pareto scatter as a page to explore: every trial a point whose tooltip (hover) holds
-    its run name, hyperparameters and objectives; the front of the seed means drawn with its
-    standard errors, each member's tooltip its means, and listed. Plain SVG, no script: it
-    shows in MLflow's sandboxed artifact preview, offline, at any study size."""
+    its run name, hyperparameters and objectives, and a click its run in the MLflow UI (`routes`,
+    at the server the page is served from, else at `server`); the wheel zooms, a drag pans, a
+    double click resets; the front of the seed means drawn with its standard errors, each
+    member's tooltip its means, and listed. SVG with a small script, no download: it works in
+    MLflow's sandboxed artifact preview (which opens no tab: the link is shown to copy),
+    offline, at any study size."""
     from matplotlib.ticker import MaxNLocator
 
     x, y, on_front = np.asarray(x, float), np.asarray(y, float), np.asarray(on_front, bool)
     early = _flags(stopped, len(x))
+    routes = list(routes) or [""] * len(x)
     shown = np.isfinite(x) & np.isfinite(y)
     width, height, margin = 760, 520, 70
     x_ticks = MaxNLocator(6).tick_values(np.nanmin(x[shown]), np.nanmax(x[shown]))
@@ -150,27 +155,77 @@ def pareto_html(
     colors = {g: matplotlib.colors.to_hex(f"C{i % 10}")
               for i, g in enumerate(sorted(set(groups)))}  # fmt: skip
     members = front.sorted()
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-           f'width="100%" style="max-width:{width}px" font-family="sans-serif" font-size="12">',
+    svg = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+           f'width="100%" style="max-width:{width}px;cursor:grab" font-family="sans-serif" '
+           'font-size="12">',
            *_svg_axes(x_ticks, y_ticks, x_label, y_label, width, height, margin),
            *_svg_front_line(members, at),
-           *(_svg_trial(at(x[i], y[i]), colors[groups[i]], on_front[i], early[i], hover[i])
-             for i in np.flatnonzero(shown)),
+           *(_svg_trial(at(x[i], y[i]), colors[groups[i]], on_front[i], early[i], hover[i],
+                        routes[i]) for i in np.flatnonzero(shown)),
            *(_svg_member(m, at) for m in members),
            *_svg_legend(colors, width - 150, margin / 2), "</svg>"]  # fmt: skip
     listed = "".join(f"<li>{_escape(m[4]).replace(chr(10), '; ')}</li>" for m in members)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
             f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
-            "<p>Hover a point for its run: name, hyperparameters, objectives. Ringed points are "
-            "trials of a configuration on the Pareto front; the black diamonds on the dashed "
-            "line are the front's seed means, with bars of one standard error, listed below; "
-            "hollow points were stopped early by the scheduler, at the values they had then."
-            f"</p>{''.join(svg)}<h4>Pareto front (seed means)</h4>"
-            f"<ul>{listed}</ul></body></html>")  # fmt: skip
+            "<p>Hover a point for its run: name, hyperparameters, objectives; click it to open "
+            "the run in MLflow. The wheel zooms, a drag pans, a double click resets. Ringed "
+            "points are trials of a configuration on the Pareto front; the black diamonds on "
+            "the dashed line are the front's seed means, with bars of one standard error, "
+            "listed below; hollow points were stopped early by the scheduler, at the values "
+            "they had then.</p>"
+            f"{''.join(svg)}<p id='picked'></p><h4>Pareto front (seed means)</h4>"
+            f"<ul>{listed}</ul><script>const SERVER = {json.dumps(server.rstrip('/'))};"
+            f"{_PAGE_SCRIPT}</script></body></html>")  # fmt: skip
     path = Path(path)
     with atomic_path(path) as temp:
         temp.write_text(page)
     return path
+
+
+# pareto.html's script: a click opens a point's run (at the server that shows the page, itself
+# or, in MLflow's preview, the frame's parent; else SERVER); MLflow's preview is a sandbox that
+# opens no tab, so the link is also shown.
+# The wheel zooms about the pointer, a drag pans, a double click resets, all on the viewBox.
+_PAGE_SCRIPT = r"""
+const plot = document.getElementById('plot'), picked = document.getElementById('picked');
+const full = plot.viewBox.baseVal, home = [full.x, full.y, full.width, full.height];
+const served = [location.origin, ...(location.ancestorOrigins || [])];
+const base = served.find(origin => origin.startsWith('http')) || SERVER;
+plot.addEventListener('click', event => {
+  const point = event.target.closest('[data-route]');
+  if (!point || moved) return;
+  const url = base + '/' + point.dataset.route;
+  const name = point.querySelector('title').textContent.split('\n')[0];
+  picked.textContent = name + ': ';
+  const link = picked.appendChild(document.createElement('a'));
+  link.href = link.textContent = url; link.target = '_blank';
+  window.open(url, '_blank');
+});
+function toSvg(event) {
+  const box = plot.getBoundingClientRect(), view = plot.viewBox.baseVal;
+  return [view.x + (event.clientX - box.left) / box.width * view.width,
+          view.y + (event.clientY - box.top) / box.height * view.height];
+}
+plot.addEventListener('wheel', event => {
+  event.preventDefault();
+  const view = plot.viewBox.baseVal, [px, py] = toSvg(event);
+  const k = event.deltaY > 0 ? 1.2 : 1 / 1.2;
+  view.x = px - (px - view.x) * k; view.y = py - (py - view.y) * k;
+  view.width *= k; view.height *= k;
+}, {passive: false});
+let start = null, moved = false;
+plot.addEventListener('mousedown', event => { start = toSvg(event); moved = false; });
+plot.addEventListener('mousemove', event => {
+  if (!start || !event.buttons) return;
+  const [px, py] = toSvg(event), view = plot.viewBox.baseVal;
+  if (Math.abs(px - start[0]) + Math.abs(py - start[1]) > 2) moved = true;
+  view.x -= px - start[0]; view.y -= py - start[1];
+});
+plot.addEventListener('mouseup', () => { start = null; });
+plot.addEventListener('dblclick', () => {
+  [full.x, full.y, full.width, full.height] = home;
+});
+"""
 
 
 def _flags(given: Sequence[bool], n: int) -> np.ndarray:
@@ -179,12 +234,14 @@ def _flags(given: Sequence[bool], n: int) -> np.ndarray:
 
 
 def _svg_trial(at: tuple[float, float], color: str, on_front: bool, stopped: bool,
-               hover: str) -> str:  # fmt: skip
-    """A trial's point: filled, ringed on the front, hollow if it was stopped early."""
+               hover: str, route: str = "") -> str:  # fmt: skip
+    """A trial's point: filled, ringed on the front, hollow if it was stopped early; with a
+    `route`, a click opens its run (the page's script)."""
     paint = (f'fill="white" stroke="{color}" stroke-width="1.5"' if stopped else
              f'fill="{color}"' + (' stroke="black" stroke-width="2"' if on_front else ""))
+    link = f' data-route="{_escape(route)}" style="cursor:pointer"' if route else ""
     return (f'<circle cx="{at[0]:.1f}" cy="{at[1]:.1f}" r="{7 if on_front else 5}" {paint} '
-            f'opacity="0.85"><title>{_escape(hover)}</title></circle>')
+            f'opacity="0.85"{link}><title>{_escape(hover)}</title></circle>')
 
 
 def _svg_front_line(members: Sequence[tuple[float, float, float, float, str]],

@@ -368,6 +368,56 @@ def keep_rung_values(trial: Any, reports: Sequence[Mapping[str, Any]], metrics: 
             trial.set_user_attr(f"{RUNG_VALUES}{report['epoch']}", values)
 
 
+CURVE_POINTS = 30  # the most epochs of a trial's curve that Optuna is told of
+
+
+def keep_curve(curve: dict[int, float], reports: Sequence[Mapping[str, Any]], metric: str) -> None:
+    """Add each report's finite `metric` to `curve` (epoch -> value)."""
+    for report in reports:
+        value = report.get(metric)
+        if "epoch" in report and isinstance(value, (int, float)) and math.isfinite(value):
+            curve[int(report["epoch"])] = float(value)
+
+
+def write_curve(trial: Any, curve: Mapping[int, float]) -> None:
+    """A trial's curve as Optuna intermediate values, which optuna-dashboard draws as learning
+    curves: at most CURVE_POINTS epochs, evenly, the last always. Only for a trial that ran its
+    whole budget, just before it is told: TPE reads a pruned trial's intermediate values with
+    a single direction and fails on a multi-objective study, and Optuna's `Trial.report`
+    refuses one, so the study's storage takes them directly."""
+    epochs = sorted(curve)
+    stride = max(1, -(-len(epochs) // CURVE_POINTS))
+    for epoch in [*epochs[-1 - stride :: -stride][::-1], epochs[-1]] if epochs else []:
+        trial.storage.set_trial_intermediate_value(trial._trial_id, epoch, curve[epoch])
+
+
+MLFLOW_RUN_ATTR, MLFLOW_ROUTE_ATTR = "mlflow_run_id", "mlflow_run_route"
+
+
+def run_linker(
+    storage_url: str, name: str, route: Callable[[str], str],
+) -> Callable[[str, str], int | None]:  # fmt: skip
+    """`link(tune_trial_id, run_id)`: the running Optuna trial of that Tune trial names its
+    MLflow run and the UI's `route` to it (user attributes, which optuna-dashboard shows; Optuna
+    lets no finished trial change, so this runs when the trial starts); its number, or None for
+    a trial Optuna did not ask (a replicate, a grid point)."""
+    study: Any = None
+
+    def link(tune_trial_id: str, run_id: str) -> int | None:
+        nonlocal study
+        study = study or optuna.load_study(study_name=name, storage=storage_url)
+        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.user_attrs.get("tune_trial_id") == tune_trial_id:
+                if frozen.user_attrs.get(MLFLOW_RUN_ATTR) != run_id:
+                    trial = optuna.trial.Trial(study, frozen._trial_id)
+                    trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
+                    trial.set_user_attr(MLFLOW_ROUTE_ATTR, route(run_id))
+                return frozen.number
+        return None
+
+    return link
+
+
 def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,
                  error: bool) -> tuple[str, list[Any]]:  # fmt: skip
     """What Optuna is told of a finished Tune trial: ("FAIL", []) for a failed or non-finite one,

@@ -23,11 +23,13 @@ from kdtune.search import (
     _rebind_running,
     grid_points,
     how_it_ended,
+    keep_curve,
     keep_rung_values,
     make_sampler,
     optuna_study,
     resumed_seed,
     rungs,
+    write_curve,
 )
 
 
@@ -72,6 +74,8 @@ class OptunaSearcher(Searcher):
         self.unclaimed: list[int] = []  # Optuna trials no Tune trial knows (_rebind_running)
         self.plan, self.to_search, self.searched = plan, to_search, 0
         self.configs: dict[str, dict[str, Any]] = {}  # running Tune trial id -> its config
+        # running Tune trial id -> its first objective per epoch, for Optuna's learning curves
+        self.curves: dict[str, dict[int, float]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.configs:  # asked again for a trial it answered
@@ -100,13 +104,15 @@ class OptunaSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.asked:
-            keep_rung_values(self.asked[trial_id], expand(result), self.objectives,
-                             self.rung_epochs)  # fmt: skip
+            reports = expand(result)
+            keep_rung_values(self.asked[trial_id], reports, self.objectives, self.rung_epochs)
+            keep_curve(self.curves.setdefault(trial_id, {}), reports, self.objectives[0])
 
     def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
         if result:  # a trial stopped at a rung ends on that rung's report
             self.on_trial_result(trial_id, result)
         trial, config = self.asked.pop(trial_id, None), self.configs.pop(trial_id, None)
+        curve = self.curves.pop(trial_id, {})
         if trial is None and config is None:
             return
         state, values = how_it_ended(last_report(result), self.objectives,
@@ -114,6 +120,8 @@ class OptunaSearcher(Searcher):
         if state == "COMPLETE" and self.plan is not None and config is not None:
             self.plan.measured(config, values)
         if trial is not None:
+            if state == "COMPLETE":
+                write_curve(trial, curve)
             self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
 
     def save(self, checkpoint_path: str) -> None:
@@ -132,6 +140,7 @@ class OptunaSearcher(Searcher):
             state = pickle.load(handle)
         spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
         state.setdefault("searched", trials)  # saved by a kdtune before the replicates
+        state.setdefault("curves", {})  # saved by a kdtune before the learning curves
         asked, unclaimed = _rebind_running(state["asked"], self.study)
         self.__dict__.update({"rung_epochs": self.rung_epochs, **state}, asked=asked,
                              unclaimed=unclaimed, study=self.study)  # fmt: skip

@@ -48,7 +48,6 @@ from kdtune.outcome import (
     early_stopping_report,
     format_tables,
     importance_report,
-    view_link,
     write_outcome,
 )
 from kdtune.reseed import rerun_front
@@ -71,6 +70,7 @@ from kdtune.search import (
     label_keys,
     make_scheduler,
     resolve,
+    run_linker,
     rungs,
     search_range,
     study_claim,
@@ -87,7 +87,7 @@ from kdtune.storage import (
     study_lock,
 )
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
-from kdtune.tracking import TRIAL_TAG
+from kdtune.tracking import TRIAL_TAG, run_route, view_link
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
 
@@ -502,6 +502,8 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
         parent, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=finish, search_ended=lambda: not spec.grid and search_ended(url, spec.name),
+        link_run=None if spec.grid else run_linker(
+            url, spec.name, lambda run_id: run_route(parent.tracker.experiment_id, run_id)),
     )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, parent.storage.local_dir, parent.run_id,
                        dict(teacher_metrics), parent.storage,

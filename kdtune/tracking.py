@@ -46,6 +46,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 TRIAL_TAG = "kdtune.trial_id"
+OPTUNA_TRIAL_TAG = "optuna_trial_number"  # on a trial's run: the Optuna trial that asked it
 METHOD_TAG = "kdtune.method"
 # on a child run whose trial Tune never saved: the driver died after starting it
 ORPHAN_TAG = "kdtune.orphan"
@@ -57,6 +58,8 @@ SUMMARY_TAG = "kdtune.configuration_summary"
 # MLflow 3's UI opens an experiment of this kind on its runs (not on the GenAI overview)
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's Markdown description in the UI
+RUN_COLOR_TAG = "mlflow.runColor"  # the colour MLflow 3's UI gives a run, everywhere
+FRONT_COLOR, OFF_FRONT_COLOR = "#d62728", "#b0b0b0"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # an experiment's saved runs-table views (MLflow 3)
 FLUSH_SECONDS = 5.0  # a trial's metrics reach MLflow at most this late (and at its end)
 
@@ -206,6 +209,45 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+def pareto_tags(on_front: bool) -> dict[str, str]:
+    """A run's `pareto` tag, and the colour the UI draws it in (its charts colour each run as
+    the runs table does): the front stands out against the rest in grey."""
+    return {"pareto": "true" if on_front else "false",
+            RUN_COLOR_TAG: FRONT_COLOR if on_front else OFF_FRONT_COLOR}  # fmt: skip
+
+
+def study_experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's experiments kdtune made (tagged as model training), the one
+    updated last first."""
+    found = open_client(uri).search_experiments(
+        filter_string=f"tags.`{EXPERIMENT_KIND_TAG}` = '{MODEL_TRAINING}'",
+        order_by=["last_update_time DESC"], max_results=1000)  # fmt: skip
+    return [(experiment.name, experiment.experiment_id) for experiment in found]
+
+
+# saved views of the runs table
+TRIALS_VIEW, FRONT_VIEW, CONFIGURATIONS_VIEW = "kdtune-trials", "kdtune-front", "kdtune-configs"
+
+
+def view_link(experiment_id: str, view: str = TRIALS_VIEW, charts: bool = False) -> str:
+    """The UI route of a saved view, in the UI's model-training mode (MLflow 3 opens
+    experiments on its GenAI overview unless told; an experiment tag is not enough in 3.17),
+    on its table or, with `charts`, on its charts."""
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}{mode}"
+            "&workflowType=machine_learning")
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `kdtune ui` serves a local store by default
+
+
+def ui_address(tracking_uri: str) -> str:
+    """Where a store's MLflow UI is: the server itself, or `kdtune ui`'s default for a local
+    store."""
+    remote = tracking_uri.startswith(("http://", "https://"))
+    return tracking_uri.rstrip("/") if remote else LOCAL_UI
+
+
 def run_route(experiment_id: str, run_id: str) -> str:
     """The MLflow UI's route (after the server's address) to one run's page."""
     return f"#/experiments/{experiment_id}/runs/{run_id}"
@@ -229,6 +271,8 @@ class StudyTracker:
         if found and found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.parent_run_id: str | None = None
+        # the study's data (log_dataset's input of the parent run), which each trial's run gets
+        self._study_data: list[DatasetInput] | None = None
         self._trial_runs: dict[str, str] = {}
         # trial id -> its child run in the store before this tracker made any (a resumed study)
         self._earlier_runs: dict[str, Run] | None = None
@@ -316,6 +360,10 @@ class StudyTracker:
                                          tags=run_tags)  # fmt: skip
             run_id = run.info.run_id
             self._log(run_id, params=params)
+            if self._study_data is None:
+                self._study_data = self.client.get_run(self.parent_run_id).inputs.dataset_inputs
+            if self._study_data:
+                self.client.log_inputs(run_id, self._study_data)
         self._trial_runs[trial_id] = run_id
         return run_id
 
@@ -446,8 +494,9 @@ class StudyTracker:
         self.client.set_tag(self.parent_run_id, DESCRIPTION_TAG, markdown)
 
     def log_dataset(self, name: str, digest: str, splits: Mapping[str, int]) -> None:
-        """The study's data as an MLflow dataset input of the parent run: the runs table's
-        Dataset column names it; its profile holds the split sizes."""
+        """The study's data as an MLflow dataset input of the parent run, and so of every
+        trial's run (`trial_run`): the runs table's Dataset column names it; its profile holds
+        the split sizes."""
         assert self.parent_run_id is not None
         sizes = "/".join(str(n) for n in splits.values())
         dataset = Dataset(name=f"{name} ({sizes})", digest=digest[:8], source_type="code",
@@ -478,13 +527,13 @@ class StudyTracker:
                 self._log(run_id, params=summary["params"])
             self._log(run_id, metrics=[Metric(k, v, now, 0) for k, v in
                                        scalar_metrics(summary["metrics"]).items()],
-                      tags={"pareto": "true" if summary["pareto"] else "false"})  # fmt: skip
+                      tags=pareto_tags(summary["pareto"]))  # fmt: skip
             self.client.set_terminated(run_id)
 
     def tag_pareto(self, flags: Mapping[str, bool]) -> None:
         """flags: child run id -> on the Pareto front."""
         for run_id, on_front in flags.items():
-            self.client.set_tag(run_id, "pareto", "true" if on_front else "false")
+            self._log(run_id, tags=pareto_tags(on_front))
 
     def close_abandoned(self, run_id: str) -> int:
         """Mark KILLED a parent run of this experiment that a dead driver left RUNNING, and its

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -242,6 +243,32 @@ def test_what_optuna_is_told_of_a_finished_trial():
     assert how_it_ended({**full, "val_ece": math.nan}, metrics, 30, error=False) == ("FAIL", [])
     assert how_it_ended({"epoch": 2, "val_acc": 0.5}, metrics, 30, error=False) == ("FAIL", [])
     assert how_it_ended(full, metrics, 30, error=True) == ("FAIL", [])
+
+
+@pytest.mark.parametrize(("epochs", "kept"), [(5, 5), (30, 30), (31, 16), (100, 25)])
+def test_optuna_gets_a_trials_learning_curve_at_most_30_epochs_evenly_the_last_always(
+        epochs, kept):  # fmt: skip
+    """A real multi-objective study (whose Trial.report refuses): the curve is the reports'
+    first objective, epochs evenly spaced, the last epoch always; TPE still samples after a
+    completed trial with a curve (it would fail on a pruned one's)."""
+    from kdtune.search import keep_curve, write_curve
+
+    study = optuna.create_study(directions=["maximize", "minimize"], storage="sqlite:///:memory:",
+                                sampler=optuna.samplers.TPESampler(n_startup_trials=1, seed=0))
+    curve: dict[int, float] = {}
+    keep_curve(curve, [{"epoch": e, "val_acc": e / 100, "val_ece": 0.1} for e in range(1, epochs)],
+               "val_acc")  # fmt: skip
+    keep_curve(curve, [{"epoch": epochs, "val_acc": math.nan}, {"epoch": epochs, "val_acc": 0.5}],
+               "val_acc")  # fmt: skip
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    write_curve(trial, curve)
+    study.tell(trial, [0.5, 0.1])
+    written = study.trials[0].intermediate_values
+    assert len(written) == kept and max(written) == epochs and written[epochs] == 0.5
+    assert len(set(np.diff(sorted(written)))) == 1  # evenly spaced
+    assert all(written[e] == e / 100 for e in written if e < epochs)
+    study.ask().suggest_float("x", 0, 1)
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2"])

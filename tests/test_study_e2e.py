@@ -209,6 +209,25 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         assert [r.info.run_id for r in found] == [
             r["mlflow_run_id"] for r in result.table.to_pylist()
             if r["trial_id"] == trial.user_attrs["tune_trial_id"]]
+        # each trial names its run, which names it back (optuna-dashboard shows the attributes)
+        [run] = found
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert trial.user_attrs["mlflow_run_route"] == (
+            f"#/experiments/{parent.info.experiment_id}/runs/{run.info.run_id}")
+        assert run.data.tags["optuna_trial_number"] == str(trial.number)
+        # a trial that ran its budget: its val_acc per epoch as Optuna's learning curve; a
+        # pruned one none (TPE cannot read a pruned trial's curve in a multi-objective study)
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_acc")}
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.intermediate_values == pytest.approx(history)
+        else:
+            assert trial.intermediate_values == {}
+    assert any(t.intermediate_values for t in searched.trials)
+    # the replicates are not Optuna's trials, and name none
+    replicate_runs = {r["mlflow_run_id"] for r in result.table.to_pylist()} - {
+        t.user_attrs["mlflow_run_id"] for t in searched.trials}
+    for run_id in replicate_runs:
+        assert "optuna_trial_number" not in client.get_run(run_id).data.tags
     assert "data_root" not in parent.data.params  # digits are embedded: no folder to name
     assert "teacher_test_acc" in parent.data.metrics
     assert "teacher_val_nll" not in parent.data.metrics  # the rest is in teacher.json
@@ -258,12 +277,18 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert {"pareto.html", "teacher.json"} <= artifacts
     html = (result.study_dir / "pareto.html").read_text()
     assert html.count("<circle") >= result.table.num_rows  # a point per trial (and the legend)
-    for row in result.table.to_pylist():  # each point's tooltip names its run
+    for row in result.table.to_pylist():  # each point's tooltip names its run, a click opens it
+        route = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+        assert f'data-route="{route}"' in html
         assert f"<title>{row['run_name']}\ntrial {row['trial_id']}" in html
     for row in result.table.to_pylist():
         child = client.get_run(row["mlflow_run_id"])
         setup = {k: child.data.tags.get(k) for k in ("dataset", "teacher", "student")}
         assert setup == {"dataset": "digits", "teacher": spec.teacher, "student": spec.student}
+        # the runs table's Dataset column names the study's data for each trial too
+        assert [i.dataset.name for i in child.inputs.dataset_inputs] == ["digits (1078/359/360)"]
+        # the front stands out in every chart: the UI draws each run in its runColor
+        assert child.data.tags["mlflow.runColor"] == ("#d62728" if row["pareto"] else "#b0b0b0")
         words = child.info.run_name.split()
         assert words[0] == row["method"]
         assert f"T={float(child.data.params['temperature']):.3g}" in words

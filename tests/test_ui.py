@@ -132,7 +132,7 @@ def _lines(stream) -> queue.Queue:
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ui_says_serving_once_it_answers_and_stops_whole(tmp_path, stop):
-    from kdtune.tracking import StudyTracker
+    from kdtune.tracking import StudyTracker, view_link
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = StudyTracker("shown", uri).experiment_id
@@ -142,8 +142,14 @@ def test_ui_says_serving_once_it_answers_and_stops_whole(tmp_path, stop):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     started: list[psutil.Process] = []
     try:
-        line = _lines(ui.stdout).get(timeout=240)
+        said = _lines(ui.stdout)
+        line = said.get(timeout=240)
         assert line.startswith(f"kdtune: serving {uri} on http://127.0.0.1:{port}"), line
+        # a link per study, opening on its runs (the experiment list opens MLflow's GenAI
+        # overview); the link is the one the study's description gives
+        assert said.get(timeout=10).strip() == "its studies' trials:"
+        assert said.get(timeout=10).split() == [
+            "shown", f"http://127.0.0.1:{port}/{view_link(experiment)}"]
         with DIRECT.open(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
             assert answer.status == 200
         get = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shown"
@@ -151,6 +157,9 @@ def test_ui_says_serving_once_it_answers_and_stops_whole(tmp_path, stop):
             assert f'"experiment_id": "{experiment}"' in answer.read().decode()
         started = psutil.Process(ui.pid).children(recursive=True)
         assert started and processes_naming(port)
+        # MLflow's UI and its one uvicorn worker; not 4 workers and MLflow's GenAI job runner
+        # (16 processes, 3.1 GiB)
+        assert len(started) == 2, [" ".join(p.cmdline()[:4]) for p in started]
         listening = {c.laddr.ip for p in started for c in p.net_connections("inet")
                      if c.status == psutil.CONN_LISTEN}  # fmt: skip
         assert listening == {"127.0.0.1"}  # nothing listens beyond loopback unless asked
@@ -210,3 +219,21 @@ def test_dashboard_serves_a_studys_optuna_record_from_the_default_install(tmp_pa
         except subprocess.TimeoutExpired:
             dashboard.kill()
     assert processes_naming(port) == []
+
+
+def test_ui_lists_each_studys_runs_link_and_counts_the_rest(tmp_path):
+    """What `kdtune ui` prints under its serving line, from a real store: a runs link per kdtune
+    study (the most recently changed first, at most 10), the rest counted; none yet is said."""
+    from kdtune.cli import studies_lines
+    from kdtune.tracking import StudyTracker, open_client, view_link
+
+    uri, url = f"sqlite:///{tmp_path / 'mlflow.db'}", "http://127.0.0.1:5001"
+    open_client(uri).create_experiment("not kdtune's")
+    assert studies_lines(uri, url) == (f"open {url}/#/experiments?workflowType=machine_learning "
+                                       "(no kdtune study in this store yet)")  # fmt: skip
+    made = {f"study{i:02}": StudyTracker(f"study{i:02}", uri).experiment_id for i in range(12)}
+    lines = studies_lines(uri, url).splitlines()
+    assert lines[0] == "its studies' trials:" and len(lines) == 12
+    listed = dict(line.split() for line in lines[1:11])
+    assert len(listed) == 10 and all(listed[n] == f"{url}/{view_link(made[n])}" for n in listed)
+    assert lines[11] == f"  and 2 more: {url}/#/experiments?workflowType=machine_learning"
