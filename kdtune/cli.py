@@ -364,8 +364,7 @@ def closing_lines(result: StudyResult) -> str:
     from kdtune.tracking import run_route, ui_address  # MLflow: only once a study has run
 
     local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
-    where = result.link or (run_route(result.experiment_id, result.parent_run_id)
-                            + "?workflowType=machine_learning")  # fmt: skip
+    where = result.link or run_route(result.experiment_id, result.parent_run_id)
     lines = [f"\nThe study wrote, in {result.study_dir}:"]
     lines += [f"  {path.name}" for path in result.files]
     lines.append("and logged them on its MLflow parent run, with one child run per trial.")
@@ -523,7 +522,7 @@ def _dashboard(args: argparse.Namespace) -> None:
                    "it: pip install optuna-dashboard")  # fmt: skip
     # optuna-dashboard of this interpreter, whether or not its venv is activated
     command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
-               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+               "--host", args.host, "--port", str(args.port), "--quiet"]  # fmt: skip
     print(f"kdtune: the Optuna study at {url} on http://{args.host}:{args.port} (Ctrl-C stops)")
     os.execvp(command[0], command)
 
@@ -601,10 +600,10 @@ def _ui(args: argparse.Namespace) -> None:
 def studies_lines(uri: str, url: str, most: int = 10) -> str:
     """Where to click: each study's trials (newest first), since the UI's experiment list
     opens a study on MLflow's GenAI overview, not on its runs."""
-    from kdtune.tracking import study_experiments, view_link
+    from kdtune.tracking import MODEL_TRAINING_UI, study_experiments, view_link
 
     studies = study_experiments(uri)
-    every = f"{url}/#/experiments?workflowType=machine_learning"
+    every = f"{url}/#/experiments?{MODEL_TRAINING_UI}"
     if not studies:
         return f"open {every} (no kdtune study in this store yet)"
     width = max(len(name) for name, _ in studies[:most])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sqlite3
@@ -391,14 +392,57 @@ def write_curve(trial: Any, curve: Mapping[int, float]) -> None:
         trial.storage.set_trial_intermediate_value(trial._trial_id, epoch, curve[epoch])
 
 
-MLFLOW_RUN_ATTR, MLFLOW_ROUTE_ATTR = "mlflow_run_id", "mlflow_run_route"
+CURVES_PLOT = "kdtune-learning-curves"  # optuna-dashboard's id of the study's curves figure
+
+
+class _Figure:
+    """What optuna-dashboard's `save_plotly_graph_object` reads of a plotly Figure (its JSON),
+    for a figure given as plotly's JSON form (kdtune does not depend on plotly)."""
+
+    def __init__(self, figure: Mapping[str, Any]) -> None:
+        self.figure = figure
+
+    def to_json(self) -> str:
+        return json.dumps(self.figure)
+
+
+def save_learning_curves(study: Any, metric: str, front: set[str]) -> None:
+    """The trials' `metric` per epoch as a figure on the study's page in optuna-dashboard, whose
+    own learning-curve chart is drawn for single-objective studies only: a line per trial that
+    ran its budget (its intermediate values; red if its configuration is on the `front`, of
+    Tune trial ids), the rung values of each stopped one dotted."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    traces = []
+    for trial in study.get_trials(deepcopy=False):
+        curve = trial.intermediate_values or {
+            epoch: values[0] for epoch, values in rung_values(trial).items()}  # fmt: skip
+        if not curve:
+            continue
+        on_front = trial.user_attrs.get("tune_trial_id") in front
+        style = ({"color": "#d62728", "width": 2.5} if on_front else
+                 {"color": "#9e9e9e", "width": 1, "dash": "solid" if trial.intermediate_values
+                  else "dot"})  # fmt: skip
+        epochs = sorted(curve)
+        traces.append({"type": "scatter", "mode": "lines+markers", "x": epochs,
+                       "y": [curve[e] for e in epochs], "name": f"trial {trial.number}",
+                       "line": style, "marker": {"size": 4, "color": style["color"]},
+                       "showlegend": False})  # fmt: skip
+    layout = {"title": {"text": f"{metric} per epoch: red, the front's trials; grey, the others"
+                                "; dotted, stopped early (at its rungs)"},
+              "xaxis": {"title": {"text": "epoch"}}, "yaxis": {"title": {"text": metric}}}
+    save_plotly_graph_object(study, _Figure({"data": traces, "layout": layout}),
+                             graph_object_id=CURVES_PLOT)  # fmt: skip
+
+
+MLFLOW_RUN_ATTR, MLFLOW_URL_ATTR = "mlflow_run_id", "mlflow_run_url"
 
 
 def run_linker(
-    storage_url: str, name: str, route: Callable[[str], str],
+    storage_url: str, name: str, url: Callable[[str], str],
 ) -> Callable[[str, str], int | None]:  # fmt: skip
     """`link(tune_trial_id, run_id)`: the running Optuna trial of that Tune trial names its
-    MLflow run and the UI's `route` to it (user attributes, which optuna-dashboard shows; Optuna
+    MLflow run and the `url` of its page (user attributes, which optuna-dashboard shows; Optuna
     lets no finished trial change, so this runs when the trial starts); its number, or None for
     a trial Optuna did not ask (a replicate, a grid point)."""
     study: Any = None
@@ -411,7 +455,7 @@ def run_linker(
                 if frozen.user_attrs.get(MLFLOW_RUN_ATTR) != run_id:
                     trial = optuna.trial.Trial(study, frozen._trial_id)
                     trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
-                    trial.set_user_attr(MLFLOW_ROUTE_ATTR, route(run_id))
+                    trial.set_user_attr(MLFLOW_URL_ATTR, url(run_id))
                 return frozen.number
         return None
 

@@ -147,12 +147,15 @@ class OptunaSearcher(Searcher):
         self.study.sampler = make_sampler(spec, resumed_seed(spec.seed, trials))
 
 
-def tell_optuna_of(searcher: Any, attrs: Mapping[str, str]) -> None:
-    """Where a search's record is, as its Optuna study's user attributes (optuna-dashboard shows
-    them on the study's page); a grid has no Optuna study."""
+def tell_optuna_of(searcher: Any, attrs: Mapping[str, str], note: str) -> None:
+    """Where a search's record is, as its Optuna study's user attributes and its note (Markdown,
+    whose links optuna-dashboard's study page makes clickable); a grid has no Optuna study."""
     if isinstance(searcher, OptunaSearcher):
+        from optuna_dashboard import save_note
+
         for key, value in attrs.items():
             searcher.study.set_user_attr(key, value)
+        save_note(searcher.study, note)
 
 
 class PointsSearcher(Searcher):

@@ -72,6 +72,7 @@ from kdtune.search import (
     resolve,
     run_linker,
     rungs,
+    save_learning_curves,
     search_range,
     study_claim,
 )
@@ -87,7 +88,7 @@ from kdtune.storage import (
     study_lock,
 )
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
-from kdtune.tracking import TRIAL_TAG, run_route, view_link
+from kdtune.tracking import TRIAL_TAG, run_route, ui_address, view_link
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
 
@@ -465,6 +466,21 @@ def mlflow_links(parent: ParentRun) -> dict[str, str]:
             "mlflow_run_of_a_trial": f"tags.`{TRIAL_TAG}` = '<tune_trial_id>'"}  # fmt: skip
 
 
+def mlflow_note(parent: ParentRun) -> str:
+    """The Optuna study's note: links to its MLflow record, which optuna-dashboard shows on the
+    study's page."""
+    tracker = parent.tracker
+    address = ui_address(tracker.tracking_uri)
+    served = ("" if tracker.tracking_uri.startswith(("http://", "https://")) else
+              f" (as `kdtune ui --tracking-uri {tracker.tracking_uri}` serves it)")  # fmt: skip
+    return (f"**In MLflow**{served}: [every trial's run]({address}/"
+            f"{view_link(tracker.experiment_id)}), [the study's run]({address}/"
+            f"{run_route(tracker.experiment_id, parent.run_id)}) with its description and "
+            "figures. Each trial's run: its user attribute `mlflow_run_url`; the runs name their "
+            "Optuna trial back (tag `optuna_trial_number`). The learning curves below are "
+            f"kdtune's: optuna-dashboard draws its own for single-objective studies only.")
+
+
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
     """Where the search keeps its Optuna study: --optuna-storage, else the study folder's."""
     return spec.optuna_storage or f"sqlite:///{storage.local_dir / 'optuna.db'}"
@@ -476,7 +492,7 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     declarations = study_declarations(spec)
     url = optuna_url(spec, parent.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
-    tell_optuna_of(searcher, mlflow_links(parent))
+    tell_optuna_of(searcher, mlflow_links(parent), mlflow_note(parent))
     tune_config = trials_config(searcher, spec.most_trials, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
@@ -502,8 +518,9 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
         parent, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=finish, search_ended=lambda: not spec.grid and search_ended(url, spec.name),
-        link_run=None if spec.grid else run_linker(
-            url, spec.name, lambda run_id: run_route(parent.tracker.experiment_id, run_id)),
+        link_run=None if spec.grid else run_linker(url, spec.name, lambda run_id: (
+            f"{ui_address(parent.tracker.tracking_uri)}/"
+            f"{run_route(parent.tracker.experiment_id, run_id)}")),
     )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, parent.storage.local_dir, parent.run_id,
                        dict(teacher_metrics), parent.storage,
@@ -531,6 +548,8 @@ def _finish(spec: StudySpec, trials: list[Any], parent: ParentRun, declarations:
         log(text)
         reports.append(text)
 
+    front = {r["trial_id"] for r in outcome.table.to_pylist() if r["pareto"]}
+    save_learning_curves(searched, spec.objectives[0][0], front)
     files += importance_report(spec, searched, parent.tracker, parent.storage, report,
                                outcome.seed_means)  # fmt: skip
     if spec.early_stopping:

@@ -225,6 +225,7 @@ def study_experiments(uri: str) -> list[tuple[str, str]]:
     return [(experiment.name, experiment.experiment_id) for experiment in found]
 
 
+MODEL_TRAINING_UI = "workflowType=machine_learning"  # the UI's mode for a route's query
 # saved views of the runs table
 TRIALS_VIEW, FRONT_VIEW, CONFIGURATIONS_VIEW = "kdtune-trials", "kdtune-front", "kdtune-configs"
 
@@ -235,7 +236,7 @@ def view_link(experiment_id: str, view: str = TRIALS_VIEW, charts: bool = False)
     on its table or, with `charts`, on its charts."""
     mode = "&compareRunsMode=CHART" if charts else ""
     return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={view}{mode}"
-            "&workflowType=machine_learning")
+            f"&{MODEL_TRAINING_UI}")
 
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `kdtune ui` serves a local store by default
@@ -249,8 +250,9 @@ def ui_address(tracking_uri: str) -> str:
 
 
 def run_route(experiment_id: str, run_id: str) -> str:
-    """The MLflow UI's route (after the server's address) to one run's page."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI's route (after the server's address) to one run's page, in the UI's model
+    training mode (without, MLflow 3.17 shows a run as a GenAI evaluation run)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_UI}"
 
 
 def open_client(uri: str) -> MlflowClient:

@@ -212,8 +212,9 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         # each trial names its run, which names it back (optuna-dashboard shows the attributes)
         [run] = found
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        assert trial.user_attrs["mlflow_run_route"] == (
-            f"#/experiments/{parent.info.experiment_id}/runs/{run.info.run_id}")
+        assert trial.user_attrs["mlflow_run_url"] == (
+            f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/"
+            f"{run.info.run_id}?workflowType=machine_learning")
         assert run.data.tags["optuna_trial_number"] == str(trial.number)
         # a trial that ran its budget: its val_acc per epoch as Optuna's learning curve; a
         # pruned one none (TPE cannot read a pruned trial's curve in a multi-objective study)
@@ -223,6 +224,26 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
         else:
             assert trial.intermediate_values == {}
     assert any(t.intermediate_values for t in searched.trials)
+    # optuna-dashboard's study page: a note linking the MLflow record, and kdtune's learning
+    # curves (its own are for single-objective studies), a line per trial with a curve
+    shown = searched._storage.get_study_system_attrs(searched._study_id)
+
+    def joined(prefix: str) -> str:
+        count = sum(k.startswith(prefix) for k in shown)
+        return "".join(shown[f"{prefix}{i}"] for i in range(count))
+
+    note = joined("dashboard:note_str:")
+    assert f"[every trial's run](http://127.0.0.1:5000/{links['mlflow_ui_route']})" in note
+    curves = json.loads(joined("dashboard:plot_data:kdtune-learning-curves:"))
+    drawn = [t for t in searched.trials if t.intermediate_values or any(
+        k.startswith("values_at_epoch_") for k in t.user_attrs)]  # fmt: skip
+    assert sorted(line["name"] for line in curves["data"]) == sorted(
+        f"trial {t.number}" for t in drawn)
+    front_trials = {r["trial_id"] for r in result.table.to_pylist() if r["pareto"]}
+    for line in curves["data"]:
+        [trial] = [t for t in drawn if line["name"] == f"trial {t.number}"]
+        assert (line["line"]["color"] == "#d62728") == (
+            trial.user_attrs["tune_trial_id"] in front_trials)
     # the replicates are not Optuna's trials, and name none
     replicate_runs = {r["mlflow_run_id"] for r in result.table.to_pylist()} - {
         t.user_attrs["mlflow_run_id"] for t in searched.trials}
@@ -237,7 +258,8 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     assert "#### After the search" in note and "optuna-dashboard's importance panel" in note
     assert "Which hyperparameters mattered" in note or "importance: fewer than" in note
     for row in result.front.to_pylist():
-        run = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+        run = (f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+               "?workflowType=machine_learning")
         assert f"| [`{row['run_name']}`]({run}) | {row['seeds']} | {row['val_acc']:.4f}" in note
     views = {k: json.loads(v) for k, v in experiment.tags.items()
              if k.startswith("mlflow.sharedViewState.")}  # fmt: skip
@@ -278,7 +300,8 @@ def test_the_mlflow_record_reads_at_a_glance(smoke_study):
     html = (result.study_dir / "pareto.html").read_text()
     assert html.count("<circle") >= result.table.num_rows  # a point per trial (and the legend)
     for row in result.table.to_pylist():  # each point's tooltip names its run, a click opens it
-        route = f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+        route = (f"#/experiments/{parent.info.experiment_id}/runs/{row['mlflow_run_id']}"
+                 "?workflowType=machine_learning")
         assert f'data-route="{route}"' in html
         assert f"<title>{row['run_name']}\ntrial {row['trial_id']}" in html
     for row in result.table.to_pylist():
