@@ -24,7 +24,7 @@ from kdtune.config import one_line
 from kdtune.hparams import format_value
 from kdtune.replicates import configuration_key
 from kdtune.reports import expand, last_report
-from kdtune.storage import ROUTE, launch_value
+from kdtune.storage import ROUTE, launch_value, trial_links
 from kdtune.tracking import CONFIG_TAG, METHOD_TAG, OPTUNA_TRIAL_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -84,9 +84,6 @@ class Route:
     # method -> the config keys that tell its trials apart, which name the child runs
     # ("kd T=4.2 w_kd=0.8"); "" for configs without a method
     label_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    # (Tune trial id, its run id) -> the number of the Optuna trial that now names the run
-    # (search.run_linker), None if Optuna did not ask the trial; None: no Optuna study
-    link_run: Callable[[str, str], int | None] | None = None
 
 
 def step_key(report: Mapping[str, Any]) -> str:
@@ -224,13 +221,7 @@ class TrackingCallback(tune.Callback):
         return trial_run(self.tracker, trial, self.route, key)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        def start() -> None:
-            run_id = self._run(trial)
-            number = self.route.link_run and self.route.link_run(trial.trial_id, run_id)
-            if number is not None:  # the run names its Optuna trial back
-                self.tracker.tag_trial(trial.trial_id, {OPTUNA_TRIAL_TAG: str(number)})
-
-        self._record(start)
+        self._record(lambda: self._run(trial))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -331,12 +322,19 @@ def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[s
 
 
 def trial_run(tracker: StudyTracker, trial: Any, route: Route, key: str) -> str:
-    """A Tune trial's child run: tagged with its method and the study's tags, named by its
-    configuration, its params the whole resolved config."""
+    """A Tune trial's child run: tagged with its method, the study's tags and the number of the
+    Optuna trial that asked it (if one did; the searcher hears of the run: `TrialLinks`), named
+    by its configuration, its params the whole resolved config."""
     tags = {METHOD_TAG: str(trial.config.get("method", "")),
             CONFIG_TAG: configuration_key(trial.config), **route.tags}
-    return tracker.trial_run(trial.trial_id, trial.config, tags, key,
-                             name=run_name(trial.config, route.label_keys))  # fmt: skip
+    links = trial_links(tracker.experiment_name)
+    if links is not None and trial.trial_id in links.numbers:
+        tags[OPTUNA_TRIAL_TAG] = str(links.numbers[trial.trial_id])
+    run_id = tracker.trial_run(trial.trial_id, trial.config, tags, key,
+                               name=run_name(trial.config, route.label_keys))  # fmt: skip
+    if links is not None:
+        links.runs[trial.trial_id] = run_id
+    return run_id
 
 
 def reconcile(trials: Iterable[Any], filesystem: pyarrow.fs.FileSystem, tracker: StudyTracker,

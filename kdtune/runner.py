@@ -232,16 +232,14 @@ def fit_trials(
     objectives: Sequence[str], *, resume: bool, max_failures: int, log: Log,
     post_process: Callable[[list[Any]], _T], label_keys: Mapping[str, Sequence[str]],
     search_ended: Callable[[], bool] = lambda: False,
-    link_run: Callable[[str, str], int | None] | None = None,
 ) -> _T:  # fmt: skip
     """Run the trials with the MLflow callback, complete every trial's record from Tune's
     (`callback.reconcile`), post-process Tune's trials, and close the parent run: FINISHED,
     KILLED if the study was interrupted (then StudyInterrupted), FAILED if anything raised.
     Tune's num_samples is the most trials the study runs; it ran them all when every trial
-    finished and either all were made or `search_ended()` (the searcher had no more).
-    `link_run` links a trial's run and its Optuna trial when it starts (`Route.link_run`)."""
+    finished and either all were made or `search_ended()` (the searcher had no more)."""
     where = Route(parent.tracker.tracking_uri, parent.run_id, parent.tags, objectives,
-                  tune_config.num_samples, label_keys, link_run)  # fmt: skip
+                  tune_config.num_samples, label_keys)  # fmt: skip
     for_this_launch(ROUTE, name, where)
     status, unfinished = "FAILED", 0
     try:

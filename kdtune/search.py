@@ -369,7 +369,7 @@ def keep_rung_values(trial: Any, reports: Sequence[Mapping[str, Any]], metrics: 
             trial.set_user_attr(f"{RUNG_VALUES}{report['epoch']}", values)
 
 
-CURVE_POINTS = 30  # the most epochs of a trial's curve that Optuna is told of
+CURVE_POINTS = 20  # the most epochs of a trial's curve that Optuna is told of
 
 
 def keep_curve(curve: dict[int, float], reports: Sequence[Mapping[str, Any]], metric: str) -> None:
@@ -436,30 +436,6 @@ def save_learning_curves(study: Any, metric: str, front: set[str]) -> None:
 
 
 MLFLOW_RUN_ATTR, MLFLOW_URL_ATTR = "mlflow_run_id", "mlflow_run_url"
-
-
-def run_linker(
-    storage_url: str, name: str, url: Callable[[str], str],
-) -> Callable[[str, str], int | None]:  # fmt: skip
-    """`link(tune_trial_id, run_id)`: the running Optuna trial of that Tune trial names its
-    MLflow run and the `url` of its page (user attributes, which optuna-dashboard shows; Optuna
-    lets no finished trial change, so this runs when the trial starts); its number, or None for
-    a trial Optuna did not ask (a replicate, a grid point)."""
-    study: Any = None
-
-    def link(tune_trial_id: str, run_id: str) -> int | None:
-        nonlocal study
-        study = study or optuna.load_study(study_name=name, storage=storage_url)
-        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen.user_attrs.get("tune_trial_id") == tune_trial_id:
-                if frozen.user_attrs.get(MLFLOW_RUN_ATTR) != run_id:
-                    trial = optuna.trial.Trial(study, frozen._trial_id)
-                    trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
-                    trial.set_user_attr(MLFLOW_URL_ATTR, url(run_id))
-                return frozen.number
-        return None
-
-    return link
 
 
 def how_it_ended(result: Mapping[str, Any], metrics: Sequence[str], budget: int,

@@ -18,6 +18,8 @@ from kdtune.hparams import Declarations
 from kdtune.replicates import ReplicatePlan
 from kdtune.reports import expand, last_report
 from kdtune.search import (
+    MLFLOW_RUN_ATTR,
+    MLFLOW_URL_ATTR,
     REPLICATED_ATTR,
     DefineByRun,
     _rebind_running,
@@ -31,6 +33,7 @@ from kdtune.search import (
     rungs,
     write_curve,
 )
+from kdtune.storage import trial_links
 
 
 def make_searcher(spec: StudySpec, declarations: Declarations, storage_url: str = "",
@@ -76,6 +79,7 @@ class OptunaSearcher(Searcher):
         self.configs: dict[str, dict[str, Any]] = {}  # running Tune trial id -> its config
         # running Tune trial id -> its first objective per epoch, for Optuna's learning curves
         self.curves: dict[str, dict[int, float]] = {}
+        self.linked: set[str] = set()  # running Tune trial ids whose Optuna trial names its run
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.configs:  # asked again for a trial it answered
@@ -99,11 +103,24 @@ class OptunaSearcher(Searcher):
             self.asked[trial_id] = (optuna.trial.Trial(self.study, self.unclaimed.pop(0))
                                     if self.unclaimed else self.study.ask())  # fmt: skip
             self.asked[trial_id].set_user_attr("tune_trial_id", trial_id)
+            if (links := trial_links(self.study.study_name)) is not None:
+                links.numbers[trial_id] = self.asked[trial_id].number
             self.searched += 1
         return self.space(self.asked[trial_id])
 
+    def _link(self, trial_id: str, trial: Any) -> None:
+        """The Optuna trial names its MLflow run once the callback has made it (`TrialLinks`),
+        while the trial runs: Optuna lets no finished trial change."""
+        links = trial_links(self.study.study_name)
+        run_id = links.runs.get(trial_id) if links is not None else None
+        if run_id is not None and trial_id not in self.linked:
+            trial.set_user_attr(MLFLOW_RUN_ATTR, run_id)
+            trial.set_user_attr(MLFLOW_URL_ATTR, links.run_url(run_id))
+            self.linked.add(trial_id)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.asked:
+            self._link(trial_id, self.asked[trial_id])
             reports = expand(result)
             keep_rung_values(self.asked[trial_id], reports, self.objectives, self.rung_epochs)
             keep_curve(self.curves.setdefault(trial_id, {}), reports, self.objectives[0])
@@ -120,6 +137,8 @@ class OptunaSearcher(Searcher):
         if state == "COMPLETE" and self.plan is not None and config is not None:
             self.plan.measured(config, values)
         if trial is not None:
+            self._link(trial_id, trial)  # if no result came
+            self.linked.discard(trial_id)
             if state == "COMPLETE":
                 write_curve(trial, curve)
             self.study.tell(trial, values or None, state=optuna.trial.TrialState[state])
@@ -141,6 +160,7 @@ class OptunaSearcher(Searcher):
         spec, trials = self.space.spec, len(self.study.get_trials(deepcopy=False))
         state.setdefault("searched", trials)  # saved by a kdtune before the replicates
         state.setdefault("curves", {})  # saved by a kdtune before the learning curves
+        state.setdefault("linked", set())
         asked, unclaimed = _rebind_running(state["asked"], self.study)
         self.__dict__.update({"rung_epochs": self.rung_epochs, **state}, asked=asked,
                              unclaimed=unclaimed, study=self.study)  # fmt: skip

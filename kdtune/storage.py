@@ -17,9 +17,9 @@ import os
 import socket
 import stat
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,25 @@ from kdtune.config import ConfigError, Log
 # So they pickle only the study's name and look up here what the running launch has put.
 _THIS_LAUNCH: dict[tuple[str, str], object] = {}
 ROUTE, RUNGS_FILE = "route", "rungs_file"  # the tracking callback's MLflow route; MO-ASHA's rungs
+TRIAL_LINKS = "trial_links"  # a search's TrialLinks
+
+
+@dataclass
+class TrialLinks:
+    """What the searcher and the tracking callback, both in the driver, tell each other so that
+    a trial's Optuna trial and MLflow run name each other: Tune trial id -> its Optuna trial's
+    number (the searcher, when it asks) and -> its run id (the callback, when it makes the run);
+    `run_url(run_id)` the run's page in the MLflow UI."""
+
+    run_url: Callable[[str], str]
+    numbers: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)
+
+
+def trial_links(study: str) -> TrialLinks | None:
+    """The search's TrialLinks in this launch; None for a grid, or outside a study's driver."""
+    links = _THIS_LAUNCH.get((TRIAL_LINKS, study))
+    return links if isinstance(links, TrialLinks) else None
 
 
 def for_this_launch(kind: str, study: str, value: object) -> None:

@@ -70,7 +70,6 @@ from kdtune.search import (
     label_keys,
     make_scheduler,
     resolve,
-    run_linker,
     rungs,
     save_learning_curves,
     search_range,
@@ -80,7 +79,9 @@ from kdtune.searchers import make_searcher, tell_optuna_of
 from kdtune.simulate import SIMULATED_CPUS, SimulatedContext, simulated_trainable
 from kdtune.storage import (
     RUNGS_FILE,
+    TRIAL_LINKS,
     StudyStorage,
+    TrialLinks,
     for_this_launch,
     keep_study_file,
     study_file,
@@ -493,6 +494,9 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     url = optuna_url(spec, parent.storage)
     searcher = make_searcher(spec, declarations, url, resume, study_id)
     tell_optuna_of(searcher, mlflow_links(parent), mlflow_note(parent))
+    address, tracker = ui_address(parent.tracker.tracking_uri), parent.tracker
+    for_this_launch(TRIAL_LINKS, spec.name, TrialLinks(
+        lambda run_id: f"{address}/{run_route(tracker.experiment_id, run_id)}"))
     tune_config = trials_config(searcher, spec.most_trials, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
@@ -518,9 +522,6 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
         parent, spec.name, trainable, tune_config, objectives,
         resume=resume, max_failures=spec.max_failures, log=log, label_keys=labels,
         post_process=finish, search_ended=lambda: not spec.grid and search_ended(url, spec.name),
-        link_run=None if spec.grid else run_linker(url, spec.name, lambda run_id: (
-            f"{ui_address(parent.tracker.tracking_uri)}/"
-            f"{run_route(parent.tracker.experiment_id, run_id)}")),
     )  # fmt: skip
     return StudyResult(outcome.table, outcome.front, parent.storage.local_dir, parent.run_id,
                        dict(teacher_metrics), parent.storage,

@@ -264,6 +264,7 @@ def open_client(uri: str) -> MlflowClient:
 
 class StudyTracker:
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
+        self.experiment_name = experiment  # the study's name
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         self.client = open_client(self.tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
