@@ -463,10 +463,10 @@ def description(spec: StudySpec, question: str, table: pa.Table, front: pa.Table
         "each other, parallel coordinates from the hyperparameters to them, the curves "
         f"(the [front's curves]({view_link(experiment_id, FRONT_VIEW, charts=True)})).\n"
         "- `pareto.html` (Artifacts): every trial a point, the front drawn; hover a point for "
-        "its run.\n"
-        f"- Artifacts of this run: {', '.join(names)}, the teacher's `reliability_teacher.png`, "
-        "and what the study's script adds after the search (its own figures; a grid's seed "
-        "means as `summary.parquet`).\n"
+        "its run, click it to open the run; the wheel zooms.\n"
+        f"- Artifacts of this run: {', '.join(names)}, the teacher's `reliability_teacher.png`"
+        + (", a grid's seed means as `summary.parquet`" if spec.grid else "")
+        + ", and the figures the study's script draws after it, if any.\n"
         "- Each child run: its hyperparameters (Parameters), its curves per epoch (Model "
         "metrics) and `reliability_test.png`.",
     ])  # fmt: skip
