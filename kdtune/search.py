@@ -381,11 +381,12 @@ def keep_curve(curve: dict[int, float], reports: Sequence[Mapping[str, Any]], me
 
 
 def write_curve(trial: Any, curve: Mapping[int, float]) -> None:
-    """A trial's curve as Optuna intermediate values, which optuna-dashboard draws as learning
-    curves: at most CURVE_POINTS epochs, evenly, the last always. Only for a trial that ran its
-    whole budget, just before it is told: TPE reads a pruned trial's intermediate values with
-    a single direction and fails on a multi-objective study, and Optuna's `Trial.report`
-    refuses one, so the study's storage takes them directly."""
+    """A trial's curve as Optuna intermediate values (optuna-dashboard lists them with the
+    trial; `save_learning_curves` draws them): at most CURVE_POINTS epochs, evenly, the last
+    always. Only for a trial that ran its whole budget, just before it is told: TPE reads a
+    pruned trial's intermediate values with a single direction and fails on a
+    multi-objective study, and Optuna's `Trial.report` refuses one, so the study's storage
+    takes them directly."""
     epochs = sorted(curve)
     stride = max(1, -(-len(epochs) // CURVE_POINTS))
     for epoch in [*epochs[-1 - stride :: -stride][::-1], epochs[-1]] if epochs else []:

@@ -479,7 +479,7 @@ def mlflow_note(parent: ParentRun) -> str:
             f"{run_route(tracker.experiment_id, parent.run_id)}) with its description and "
             "figures. Each trial's run: its user attribute `mlflow_run_url`; the runs name their "
             "Optuna trial back (tag `optuna_trial_number`). The learning curves below are "
-            f"kdtune's: optuna-dashboard draws its own for single-objective studies only.")
+            "kdtune's: optuna-dashboard draws its own for single-objective studies only.")
 
 
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
@@ -495,7 +495,7 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     searcher = make_searcher(spec, declarations, url, resume, study_id)
     tell_optuna_of(searcher, mlflow_links(parent), mlflow_note(parent))
     address, tracker = ui_address(parent.tracker.tracking_uri), parent.tracker
-    for_this_launch(TRIAL_LINKS, spec.name, TrialLinks(
+    for_this_launch(TRIAL_LINKS, spec.name, None if spec.grid else TrialLinks(
         lambda run_id: f"{address}/{run_route(tracker.experiment_id, run_id)}"))
     tune_config = trials_config(searcher, spec.most_trials, spec.max_concurrent_trials,
                                 make_scheduler(spec))  # fmt: skip
