@@ -478,8 +478,9 @@ def mlflow_note(parent: ParentRun) -> str:
             f"{view_link(tracker.experiment_id)}), [the study's run]({address}/"
             f"{run_route(tracker.experiment_id, parent.run_id)}) with its description and "
             "figures. Each trial's run: its user attribute `mlflow_run_url`; the runs name their "
-            "Optuna trial back (tag `optuna_trial_number`). The learning curves below are "
-            "kdtune's: optuna-dashboard draws its own for single-objective studies only.")
+            "Optuna trial back (tag `optuna_trial_number`). The learning curves on the study's "
+            "page are kdtune's figure: optuna-dashboard draws its own for single-objective "
+            "studies only.")
 
 
 def optuna_url(spec: StudySpec, storage: StudyStorage) -> str:
