@@ -95,3 +95,23 @@ def test_each_layers_third_party_column_names_what_its_modules_import():
     for modules, libraries in _layer_table():
         imported = set().union(*(_third_party(PACKAGE / f"{m}.py") for m in modules))
         assert imported == libraries, f"{sorted(modules)}: import {sorted(imported)}"
+
+
+def test_every_tune_hook_kdtune_defines_is_one_tune_calls():
+    """A hook Tune never calls is dead code that a hand-called test can hide (the progress line
+    sat in `on_step`, which Ray Tune 2.60's Callback does not have): each `on_*` method of
+    kdtune's callback, scheduler and searchers must be one their Tune base class declares."""
+    from ray.tune import Callback
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import Searcher
+
+    from kdtune.callback import TrackingCallback
+    from kdtune.scheduler import MultiObjectiveAsha, SnapshotOnChange
+    from kdtune.searchers import OptunaSearcher, PointsSearcher
+
+    for ours, tunes in [(TrackingCallback, Callback), (MultiObjectiveAsha, FIFOScheduler),
+                        (SnapshotOnChange, FIFOScheduler), (OptunaSearcher, Searcher),
+                        (PointsSearcher, Searcher)]:  # fmt: skip
+        hooks = {name for name in vars(ours) if name.startswith("on_")}
+        assert hooks, ours
+        assert hooks <= set(dir(tunes)), (ours.__name__, sorted(hooks - set(dir(tunes))))
