@@ -337,37 +337,14 @@ def _figures(
     """The Pareto front of two objectives (PNG, and HTML to explore), with its hypervolume
     and the hypervolume's interval; test metrics against the KD temperature."""
     figures = []
-    finished = [r for r in rows if r["status"] == "TERMINATED"]
     if seed_means is not None:
         value, low, high = seed_means.hypervolume
         tracker.log_study_metrics({name: v for name, v in (
             ("hypervolume", value), ("hypervolume_low", low), ("hypervolume_high", high))
             if math.isfinite(v)})  # fmt: skip
     if len(spec.objectives) == 2 and seed_means is not None:
-        (x_name, x_mode), (y_name, y_mode) = spec.objectives
-        on_front, groups = [r["pareto"] for r in rows], [r["method"] for r in rows]
-        stopped = [r["status"] == "STOPPED" for r in rows]
-        # every trial, a stopped one at the values it stopped with (`points` holds only the
-        # finished ones, which alone make the front and its hypervolume)
-        x, y = ([r.get(name) if r.get(name) is not None else np.nan for r in rows]
-                for name in (x_name, y_name))  # fmt: skip
-        labels = {"x_label": plots.metric_label(x_name, x_mode),
-                  "y_label": plots.metric_label(y_name, y_mode), "stopped": stopped}  # fmt: skip
-        early = f" ({sum(stopped)} stopped early, hollow)" if any(stopped) else ""
-        title = f"{spec.name}: {len(rows)} trials{early}, the front of the seed means"
-        members = front.to_pylist()
-        labels["front"] = plots.FrontPoints(
-            *([m[name] for m in members] for name in (x_name, y_name)),
-            *([m.get(f"{name}_se") if m.get(f"{name}_se") is not None else np.nan for m in members]
-              for name in (x_name, y_name)),
-            [_member_hover(m, spec) for m in members])  # fmt: skip
-        figures.append(plots.pareto_scatter(x, y, on_front, groups, path=folder / "pareto.png",
-                                            title=title, **labels))  # fmt: skip
-        routes = [run_route(tracker.experiment_id, r["mlflow_run_id"]) if r.get("mlflow_run_id")
-                  else "" for r in rows]  # fmt: skip
-        figures.append(plots.pareto_html(x, y, on_front, groups, [_hover(r, spec) for r in rows],
-                                         path=folder / "pareto.html", title=title, routes=routes,
-                                         server=ui_address(tracker.tracking_uri), **labels))
+        figures += _pareto_figures(spec, rows, front, folder, tracker)
+    finished = [r for r in rows if r["status"] == "TERMINATED"]
     temperature = {method: declared.name for method, hparams in declarations.items()
                    if (declared := with_role(hparams, KD_TEMPERATURE))}  # fmt: skip
     with_t = [r for r in finished if r["method"] in temperature
@@ -383,6 +360,35 @@ def _figures(
             title=f"{spec.name}: test accuracy and calibration against the KD temperature",
             on_front=[bool(r["pareto"]) for r in with_t]))
     return figures
+
+
+def _pareto_figures(spec: StudySpec, rows: list[dict[str, Any]], front: pa.Table, folder: Path,
+                    tracker: StudyTracker) -> list[Path]:  # fmt: skip
+    """pareto.png and pareto.html: every trial, a stopped one at the values it stopped with
+    (only the finished ones make the front), and the front of the seed means with its errors."""
+    (x_name, x_mode), (y_name, y_mode) = spec.objectives
+    on_front, groups = [r["pareto"] for r in rows], [r["method"] for r in rows]
+    stopped = [r["status"] == "STOPPED" for r in rows]
+    x, y = ([r.get(name) if r.get(name) is not None else np.nan for r in rows]
+            for name in (x_name, y_name))  # fmt: skip
+    labels = {"x_label": plots.metric_label(x_name, x_mode),
+              "y_label": plots.metric_label(y_name, y_mode), "stopped": stopped}  # fmt: skip
+    early = f" ({sum(stopped)} stopped early, hollow)" if any(stopped) else ""
+    title = f"{spec.name}: {len(rows)} trials{early}, the front of the seed means"
+    members = front.to_pylist()
+    labels["front"] = plots.FrontPoints(
+        *([m[name] for m in members] for name in (x_name, y_name)),
+        *([m.get(f"{name}_se") if m.get(f"{name}_se") is not None else np.nan for m in members]
+          for name in (x_name, y_name)),
+        [_member_hover(m, spec) for m in members])  # fmt: skip
+    scatter = plots.pareto_scatter(x, y, on_front, groups, path=folder / "pareto.png",
+                                   title=title, **labels)  # fmt: skip
+    routes = [run_route(tracker.experiment_id, r["mlflow_run_id"]) if r.get("mlflow_run_id")
+              else "" for r in rows]  # fmt: skip
+    page = plots.pareto_html(x, y, on_front, groups, [_hover(r, spec) for r in rows],
+                             path=folder / "pareto.html", title=title, routes=routes,
+                             server=ui_address(tracker.tracking_uri), **labels)  # fmt: skip
+    return [scatter, page]
 
 
 def _hover(row: Mapping[str, Any], spec: StudySpec) -> str:

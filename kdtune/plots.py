@@ -164,8 +164,17 @@ def pareto_html(
                         routes[i]) for i in np.flatnonzero(shown)),
            *(_svg_member(m, at) for m in members),
            *_svg_legend(colors, width - 150, margin / 2), "</svg>"]  # fmt: skip
+    path = Path(path)
+    with atomic_path(path) as temp:
+        temp.write_text(_pareto_page(title, "".join(svg), members, server))
+    return path
+
+
+def _pareto_page(title: str, svg: str, members: Sequence[tuple[float, float, float, float, str]],
+                 server: str) -> str:  # fmt: skip
+    """pareto.html around its SVG: what to do with it, the front listed, the page's script."""
     listed = "".join(f"<li>{_escape(m[4]).replace(chr(10), '; ')}</li>" for m in members)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_escape(title)}</title>"
             f"</head><body style='font-family:sans-serif'><h3>{_escape(title)}</h3>"
             "<p>Hover a point for its run: name, hyperparameters, objectives; click it to open "
             "the run in MLflow. The wheel zooms, a drag pans, a double click resets. Ringed "
@@ -173,13 +182,9 @@ def pareto_html(
             "the dashed line are the front's seed means, with bars of one standard error, "
             "listed below; hollow points were stopped early by the scheduler, at the values "
             "they had then.</p>"
-            f"{''.join(svg)}<p id='picked'></p><h4>Pareto front (seed means)</h4>"
+            f"{svg}<p id='picked'></p><h4>Pareto front (seed means)</h4>"
             f"<ul>{listed}</ul><script>const SERVER = {json.dumps(server.rstrip('/'))};"
             f"{_PAGE_SCRIPT}</script></body></html>")  # fmt: skip
-    path = Path(path)
-    with atomic_path(path) as temp:
-        temp.write_text(page)
-    return path
 
 
 # pareto.html's script: a click opens a point's run (at the server that shows the page, itself
