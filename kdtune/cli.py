@@ -560,6 +560,9 @@ def _ui(args: argparse.Namespace) -> None:
     """The MLflow UI on a store that exists, said to serve once it answers, stopped with all of
     its processes (uvicorn's workers, MLflow's job runner) however kdtune ui ends."""
     check_port(args.host, args.port)
+    if args.workers < 1:
+        raise fail(f"workers: {args.workers} worker processes cannot serve; give --workers 1 "
+                   "or more (1 serves one person)")  # fmt: skip
     uri = (
         args.tracking_uri
         or os.environ.get("MLFLOW_TRACKING_URI")

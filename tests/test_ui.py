@@ -73,6 +73,12 @@ def test_a_port_out_of_range_is_one_line(tmp_path):
     assert_one_line(out, "port: 70000 is not a TCP port; give one in 1-65535", 70000)
 
 
+def test_no_worker_is_one_line(tmp_path):
+    port = free_port()
+    out = kdtune("ui", "--port", str(port), "--workers", "0", cwd=tmp_path)
+    assert_one_line(out, "workers: 0 worker processes cannot serve; give --workers 1 or more", port)
+
+
 def test_an_unknown_tracking_uri_scheme_is_one_line(tmp_path):
     port = free_port()
     out = kdtune("ui", "--port", str(port), "--tracking-uri", "bogus://x", cwd=tmp_path)
