@@ -361,9 +361,9 @@ def _traceback_note() -> str:
 
 def closing_lines(result: StudyResult) -> str:
     """The last thing a study prints: every file it wrote, and how to see it all in MLflow."""
-    from kdtune.tracking import run_route, ui_address  # MLflow: only once a study has run
+    from kdtune.tracking import is_server, run_route, ui_address  # MLflow: once a study has run
 
-    local = result.tracking_uri.startswith(("sqlite:", "file:", "/"))
+    local = not is_server(result.tracking_uri)
     where = result.link or run_route(result.experiment_id, result.parent_run_id)
     lines = [f"\nThe study wrote, in {result.study_dir}:"]
     lines += [f"  {path.name}" for path in result.files]
@@ -601,8 +601,8 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def studies_lines(uri: str, url: str, most: int = 10) -> str:
-    """Where to click: each study's trials (newest first), since the UI's experiment list
-    opens a study on MLflow's GenAI overview, not on its runs."""
+    """Where to click: each study's trials (the experiment changed last first), since the UI's
+    experiment list opens a study on MLflow's GenAI overview, not on its runs."""
     from kdtune.tracking import MODEL_TRAINING_UI, study_experiments, view_link
 
     studies = study_experiments(uri)

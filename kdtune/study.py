@@ -89,7 +89,7 @@ from kdtune.storage import (
     study_lock,
 )
 from kdtune.teacher import Teacher, get_teacher, get_train_logits, train_logits, train_teacher
-from kdtune.tracking import TRIAL_TAG, run_route, ui_address, view_link
+from kdtune.tracking import TRIAL_TAG, is_server, run_route, ui_address, view_link
 from kdtune.trainable import BEST_ON_TEST, TrialContext, tune_trainable
 
 
@@ -472,7 +472,7 @@ def mlflow_note(parent: ParentRun) -> str:
     study's page."""
     tracker = parent.tracker
     address = ui_address(tracker.tracking_uri)
-    served = ("" if tracker.tracking_uri.startswith(("http://", "https://")) else
+    served = ("" if is_server(tracker.tracking_uri) else
               f" (as `kdtune ui --tracking-uri {tracker.tracking_uri}` serves it)")  # fmt: skip
     return (f"**In MLflow**{served}: [every trial's run]({address}/"
             f"{view_link(tracker.experiment_id)}), [the study's run]({address}/"

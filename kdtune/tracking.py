@@ -94,6 +94,11 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def is_server(uri: str) -> bool:
+    """Whether a tracking URI is an MLflow server (rather than a store kdtune opens itself)."""
+    return uri.startswith(("http://", "https://"))
+
+
 def choose_store(given: str | None, recorded_in: str | None) -> str:
     """A study's tracking URI: the one given (--tracking-uri, else MLFLOW_TRACKING_URI); when
     neither is and the study was recorded before (`recorded_in`, on --resume), that store if it
@@ -103,7 +108,7 @@ def choose_store(given: str | None, recorded_in: str | None) -> str:
         return given
     if recorded_in and not os.environ.get("MLFLOW_TRACKING_URI"):
         local = recorded_in.removeprefix("sqlite:///").removeprefix("file://")
-        if recorded_in.startswith(("http://", "https://")) or Path(local).exists():
+        if is_server(recorded_in) or Path(local).exists():
             return recorded_in
     return mlflow.get_tracking_uri()
 
@@ -113,7 +118,7 @@ def check_store(tracking_uri: str | None) -> str:
     not answer within seconds, an unknown scheme or a file that is not an MLflow store is one
     ConfigError naming the URI and the fix (MLflow itself retries for minutes, then tracebacks)."""
     uri = tracking_uri or mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
                 pass
@@ -142,7 +147,7 @@ def check_store(tracking_uri: str | None) -> str:
 def check_existing_store(tracking_uri: str) -> str:
     """check_store for a store to serve (`kdtune ui`): MLflow would create a missing one empty,
     without a word, and show nothing."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         raise ConfigError(f"tracking_uri: {tracking_uri} is a server already: open it in a "
                           "browser; kdtune ui serves a store, e.g. sqlite:///FILE.db")
     path = local_store_path(tracking_uri)
@@ -245,8 +250,7 @@ LOCAL_UI = "http://127.0.0.1:5000"  # where `kdtune ui` serves a local store by 
 def ui_address(tracking_uri: str) -> str:
     """Where a store's MLflow UI is: the server itself, or `kdtune ui`'s default for a local
     store."""
-    remote = tracking_uri.startswith(("http://", "https://"))
-    return tracking_uri.rstrip("/") if remote else LOCAL_UI
+    return tracking_uri.rstrip("/") if is_server(tracking_uri) else LOCAL_UI
 
 
 def run_route(experiment_id: str, run_id: str) -> str:
