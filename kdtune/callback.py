@@ -2,8 +2,9 @@
 reconciliation that completes each trial's MLflow record from what Tune stored for it.
 
 Workers never talk to MLflow: each report reaches the driver through Tune and is logged here
-(through `tracking.StudyTracker`, the only MLflow code), with one line per ended trial and, in
-between, where the study stands (`Progress`) and whether its trials wait for resources.
+(through `tracking.StudyTracker`, the only MLflow code), with one line per ended trial (once
+Tune's saved state holds its end: `SnapshotPacer`) and, in between, where the study stands
+(`Progress`) and whether its trials wait for resources.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kdtune.config import one_line
 from kdtune.hparams import format_value
 from kdtune.replicates import configuration_key
 from kdtune.reports import expand, last_report
-from kdtune.storage import ROUTE, launch_value, trial_links
+from kdtune.storage import ROUTE, SNAPSHOTS, launch_value, trial_links
 from kdtune.tracking import CONFIG_TAG, METHOD_TAG, OPTUNA_TRIAL_TAG, STOPPED_TAG, StudyTracker
 
 STEP_KEYS = ("epoch", "stage", "training_iteration")  # a report's x-axis, the first it has
@@ -110,6 +111,90 @@ def run_name(config: Mapping[str, Any], label_keys: Mapping[str, Sequence[str]])
     return " ".join([method, *values]).strip() or "trial"
 
 
+# A snapshot forced by a trial's change waits until the last snapshot is this many times its own
+# duration old, so that forced snapshots take at most ~5% of the driver (Tune's own ratio for its
+# periodic ones). A snapshot writes every trial's state: ~30 KB a trial, 0.2-0.5 s at 1,000 trials
+# (bench.driver_scale), which forced at every trial's start and end would be most of the driver.
+SNAPSHOT_GAP = 19.0
+
+
+class SnapshotPacer:
+    """Have Tune save its experiment state soon after a trial was added or ended, and say when
+    such a save has reached the study folder. Tune saves it at most every 10 s by itself, so a
+    driver killed soon after a trial was added or ended came back, on --resume, to a state that
+    did not know: a trial it had printed as ended ran again, one it had started was forgotten
+    (its MLflow run an orphan, its Optuna trial asked twice).
+
+    A save is forced in the step of the change if the last save is SNAPSHOT_GAP times its own
+    duration old, else at the next trial event or driver step after that (or by Tune's periodic
+    save): a few seconds at most at 1,000 trials, at once in a study of hundreds of trials of
+    minutes each. Tune writes a save into the driver's staging folder and copies it to the study
+    folder in a thread of its own; `stored_since` is true once a save begun after a moment has
+    been copied, which is when the tracking callback prints a trial's end.
+
+    Tune gives schedulers its controller (or a wrapper of it) but no public way to ask for a save,
+    nor the save's duration or copy; its own flag for a forced save is set, and its own record
+    of each save's duration and copy is read, where they exist (else nothing is paced or held).
+    One pacer serves a launch (`storage.SNAPSHOTS`): the scheduler paces it, the callback asks."""
+
+    def __init__(self) -> None:
+        self.due = False  # a change no save has included yet
+        self.last_save_s = 0.0  # how long the last save took
+        self._manager: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"due": self.due, "last_save_s": self.last_save_s, "_manager": None}
+
+    def changed(self, tune_controller: Any) -> None:
+        self.due = True
+        self.pace(tune_controller)
+
+    def pace(self, tune_controller: Any = None) -> None:
+        """Force a save in this step if one is due and the last one is old enough."""
+        manager = self._attach(tune_controller)
+        if not self.due or manager is None:
+            return
+        if time.monotonic() - manager._last_save_time >= SNAPSHOT_GAP * self.last_save_s:
+            manager._should_force_sync_up = True
+            self.due = False
+
+    def stored_since(self, moment: float) -> bool:
+        """Whether a save begun after `moment` (time.monotonic) is in the study folder: Tune
+        launched its copy after that save, and no copy is under way."""
+        manager = self._manager
+        if manager is None:
+            return True  # nothing to wait for: no pacing scheduler, or Tune's internals moved
+        copied_at = manager._last_sync_time  # when the copy of the latest save began
+        return (copied_at is not None and copied_at > moment
+                and not manager._storage.syncer._should_continue_existing_sync())
+
+    def _attach(self, tune_controller: Any) -> Any:
+        if self._manager is None and tune_controller is not None:
+            controller = getattr(tune_controller, "_tune_controller", tune_controller)
+            manager = getattr(controller, "_checkpoint_manager", None)
+            needed = ("_should_force_sync_up", "_last_save_time", "_update_auto_checkpoint_time",
+                      "_last_sync_time")  # fmt: skip
+            syncer = getattr(getattr(manager, "_storage", None), "syncer", None)
+            if (manager is None or not all(hasattr(manager, name) for name in needed)
+                    or not hasattr(syncer, "_should_continue_existing_sync")):
+                return None
+            measure = manager._update_auto_checkpoint_time
+
+            def measured(time_taken: float) -> None:
+                self.last_save_s = time_taken
+                measure(time_taken)
+
+            manager._update_auto_checkpoint_time = measured
+            self._manager = manager
+        return self._manager
+
+
+def launch_pacer(study: str) -> SnapshotPacer | None:
+    """The pacer of the study's running launch (`runner.fit_trials` puts one), or None."""
+    pacer = launch_value(SNAPSHOTS, study)
+    return pacer if isinstance(pacer, SnapshotPacer) else None
+
+
 class Progress:
     """A running study's account at a steady cadence: trials done, running and waiting, each
     running trial's epoch and latest objectives, and the time left. On a terminal it is one line
@@ -184,6 +269,9 @@ class TrackingCallback(tune.Callback):
         self._starved_since: float | None = None  # no trial running, some waiting, since
         self._starved_said = 0.0
         self._progress_line: Progress | None = None
+        # ended trials' lines (when each ended, the line), each printed once Tune's state in the
+        # study folder holds the end: what a killed driver printed is then what --resume finds
+        self._held: list[tuple[float, str]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         return {"experiment": self.experiment}
@@ -266,6 +354,7 @@ class TrackingCallback(tune.Callback):
         if self._progress_line is None:
             self._progress_line = Progress(self.route.num_trials, self.route.objectives,
                                            sys.stdout.isatty())  # fmt: skip
+        self._print_stored()
         progress = self._progress_line
         if progress.due():
             text = progress.line(trials)
@@ -291,19 +380,37 @@ class TrackingCallback(tune.Callback):
                   f"min for resources; each asks {asks} (Ctrl-C stops the study)", flush=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._print(len(self._held))  # Tune saved and copied its state just before (or failed)
         if self._progress_line is not None and self._progress_line.shown:
             print("\r\033[K", end="", flush=True)
         if self._tracker is not None:  # an interrupted study's unfinished trials, too
             self._record(self._tracker.flush_all)
 
     def _progress(self, trials: list, trial: Any, text: str) -> None:
-        if self._progress_line is not None and self._progress_line.shown:
-            print("\r\033[K", end="")  # the progress bar is redrawn after this line
-            self._progress_line.shown = False
         # the trial that ends now may not carry its final status yet
         ended = sum(t.status in FINISHED_STATES for t in trials if t is not trial) + 1
-        print(f"trial {ended}/{self.route.num_trials} {trial.trial_id} "
-              f"{trial.config.get('method', '')}: {text}", flush=True)  # fmt: skip
+        self._held.append((time.monotonic(), f"trial {ended}/{self.route.num_trials} "
+                           f"{trial.trial_id} {trial.config.get('method', '')}: {text}"))
+
+    def _print_stored(self) -> None:
+        """Print the held lines whose trial's end Tune's state in the study folder holds; ask
+        for the save that holds the others if it is due."""
+        pacer = launch_pacer(self.experiment)
+        if pacer is None:
+            self._print(len(self._held))
+            return
+        pacer.pace()
+        self._print(sum(pacer.stored_since(moment) for moment, _ in self._held))
+
+    def _print(self, count: int) -> None:
+        """Print the first `count` held lines (the oldest: they are stored first)."""
+        if not count:
+            return
+        if self._progress_line is not None and self._progress_line.shown:
+            print("\r\033[K", end="")  # the progress bar is redrawn after these lines
+            self._progress_line.shown = False
+        print("\n".join(line for _, line in self._held[:count]), flush=True)
+        del self._held[:count]
 
 
 def stored_reports(trial: Any, filesystem: pyarrow.fs.FileSystem) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from kdtune import atomic, tables
 from kdtune.callback import (
     FINISHED_STATES,
     Route,
+    SnapshotPacer,
     TrackingCallback,
     reconcile,
 )
@@ -36,6 +37,7 @@ from kdtune.outcome import trial_rows
 from kdtune.searchers import PointsSearcher
 from kdtune.storage import (
     ROUTE,
+    SNAPSHOTS,
     StudyStorage,
     check_resume_safe,
     check_tune_state,
@@ -184,14 +186,14 @@ def trial_folder(trial: Any) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def trials_config(search_alg: Any, num_samples: int, max_concurrent_trials: int,
+def trials_config(name: str, search_alg: Any, num_samples: int, max_concurrent_trials: int,
                   scheduler: Any = None) -> tune.TuneConfig:  # fmt: skip
     """How Tune runs a study's trials: worker processes reused between trials (no new Python,
     torch import or CUDA context per trial), short trial folder names, Tune's state saved
     whenever a trial is added or ends (`scheduler.SnapshotOnChange`, unless one is given)."""
     from kdtune.scheduler import SnapshotOnChange
 
-    scheduler = scheduler or SnapshotOnChange()
+    scheduler = scheduler or SnapshotOnChange(name)
     return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                            max_concurrent_trials=max_concurrent_trials, reuse_actors=True,
                            trial_dirname_creator=trial_folder)  # fmt: skip
@@ -241,6 +243,7 @@ def fit_trials(
     where = Route(parent.tracker.tracking_uri, parent.run_id, parent.tags, objectives,
                   tune_config.num_samples, label_keys)  # fmt: skip
     for_this_launch(ROUTE, name, where)
+    for_this_launch(SNAPSHOTS, name, SnapshotPacer())
     status, unfinished = "FAILED", 0
     try:
         with _sigterm_stops_tune():
@@ -343,7 +346,7 @@ def _fit_points(
     cpus_per_trial: float, progress_metrics: Sequence[str], label_keys: Sequence[str], log: Log,
 ) -> StudyResult:  # fmt: skip
     storage = parent.storage
-    tune_config = trials_config(PointsSearcher([dict(p) for p in points]), len(points),
+    tune_config = trials_config(name, PointsSearcher([dict(p) for p in points]), len(points),
                                 max_concurrent_trials)  # fmt: skip
 
     def post_process(trials: list[Any]) -> pa.Table:

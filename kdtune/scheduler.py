@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +39,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from kdtune.atomic import write_text
+from kdtune.callback import SnapshotPacer, launch_pacer
 from kdtune.config import ConfigError
 from kdtune.pareto import best_first
 from kdtune.reports import expand
@@ -71,73 +71,21 @@ def rung_epochs(grace_period: float, reduction_factor: float, max_epochs: int) -
     return rungs
 
 
-# A snapshot forced by a trial's change waits until the last snapshot is this many times its own
-# duration old, so that forced snapshots take at most ~5% of the driver (Tune's own ratio for its
-# periodic ones). A snapshot writes every trial's state: ~30 KB a trial, 0.2-0.5 s at 1,000 trials
-# (bench.driver_scale), which forced at every trial's start and end would be most of the driver.
-SNAPSHOT_GAP = 19.0
-
-
-class SnapshotPacer:
-    """Have Tune save its experiment state soon after a trial was added or ended. Tune saves it
-    at most every 10 s by itself, so a driver killed soon after a trial was added or ended came
-    back, on --resume, to a state that did not know: a trial it had printed as ended ran again,
-    one it had started was forgotten (its MLflow run an orphan, its Optuna trial asked twice).
-
-    A save is forced in the step of the change if the last save is SNAPSHOT_GAP times its own
-    duration old, else at the first trial event after that (or by Tune's periodic save): a few
-    seconds at most at 1,000 trials, at once in a study of hundreds of trials of minutes each.
-    Tune gives schedulers its controller (or a wrapper of it) but no public way to ask for a save,
-    nor the save's duration; its own flag for a forced save is set, and its own measurement of
-    each save's duration is read, where they exist."""
-
-    def __init__(self) -> None:
-        self.due = False  # a change no save has included yet
-        self.last_save_s = 0.0  # how long the last save took
-        self._manager: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"due": self.due, "last_save_s": self.last_save_s, "_manager": None}
-
-    def changed(self, tune_controller: Any) -> None:
-        self.due = True
-        self.pace(tune_controller)
-
-    def pace(self, tune_controller: Any) -> None:
-        """Force a save in this step if one is due and the last one is old enough."""
-        manager = self._attach(tune_controller)
-        if not self.due or manager is None:
-            return
-        if time.monotonic() - manager._last_save_time >= SNAPSHOT_GAP * self.last_save_s:
-            manager._should_force_sync_up = True
-            self.due = False
-
-    def _attach(self, tune_controller: Any) -> Any:
-        if self._manager is None:
-            controller = getattr(tune_controller, "_tune_controller", tune_controller)
-            manager = getattr(controller, "_checkpoint_manager", None)
-            needed = ("_should_force_sync_up", "_last_save_time", "_update_auto_checkpoint_time")
-            if manager is None or not all(hasattr(manager, name) for name in needed):
-                return None
-            measure = manager._update_auto_checkpoint_time
-
-            def measured(time_taken: float) -> None:
-                self.last_save_s = time_taken
-                measure(time_taken)
-
-            manager._update_auto_checkpoint_time = measured
-            self._manager = manager
-        return self._manager
-
-
 class SnapshotOnChange(FIFOScheduler):
     """Tune's first-in-first-out scheduling, with the experiment state saved soon after a trial
-    is added or ends (`SnapshotPacer`): what the study printed and recorded is then what
-    --resume finds."""
+    is added or ends (`callback.SnapshotPacer`, the launch's): what the study printed and
+    recorded is then what --resume finds."""
+
+    def __init__(self, study: str) -> None:
+        super().__init__()
+        self.study = study
 
     @property
     def snapshots(self) -> SnapshotPacer:
-        # made on first use: a scheduler pickled by an earlier kdtune (resumed) has none
+        pacer = launch_pacer(getattr(self, "study", ""))
+        if pacer is not None:
+            return pacer
+        # outside a launch, or pickled by a kdtune that named no study (resumed): its own
         if "_snapshots" not in self.__dict__:
             self._snapshots = SnapshotPacer()
         return self._snapshots
@@ -163,8 +111,8 @@ class MultiObjectiveAsha(SnapshotOnChange):
     def __init__(self, study: str, objectives: Sequence[tuple[str, str]], max_epochs: int,
                  grace_period: float, reduction_factor: float,
                  search_seed: int | None = None) -> None:  # fmt: skip
-        super().__init__()
-        self.study, self.search_seed = study, search_seed
+        super().__init__(study)
+        self.search_seed = search_seed
         self.loaded = False  # the state file was read (after a resume: what it held before)
         self.objectives = [metric for metric, _ in objectives]
         self.directions = [mode for _, mode in objectives]

@@ -35,6 +35,7 @@ from kdtune.config import ConfigError, Log
 _THIS_LAUNCH: dict[tuple[str, str], object] = {}
 ROUTE, RUNGS_FILE = "route", "rungs_file"  # the tracking callback's MLflow route; MO-ASHA's rungs
 TRIAL_LINKS = "trial_links"  # a search's TrialLinks
+SNAPSHOTS = "snapshots"  # the callback.SnapshotPacer that the scheduler paces and the callback asks
 
 
 @dataclass

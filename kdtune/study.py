@@ -498,8 +498,8 @@ def _fit_study(spec: StudySpec, parent: ParentRun, trainable: Any,
     address, tracker = ui_address(parent.tracker.tracking_uri), parent.tracker
     for_this_launch(TRIAL_LINKS, spec.name, None if spec.grid else TrialLinks(
         lambda run_id: f"{address}/{run_route(tracker.experiment_id, run_id)}"))
-    tune_config = trials_config(searcher, spec.most_trials, spec.max_concurrent_trials,
-                                make_scheduler(spec))  # fmt: skip
+    tune_config = trials_config(spec.name, searcher, spec.most_trials,
+                                spec.max_concurrent_trials, make_scheduler(spec))  # fmt: skip
     if spec.early_stopping:
         for_this_launch(RUNGS_FILE, spec.name, parent.storage.local_dir / SCHEDULER_STATE)
         log(f"study: MO-ASHA judges trials at epochs {rungs(spec)} and lets on the best "

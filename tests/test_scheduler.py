@@ -4,8 +4,11 @@ stops early: the front holds full-budget trials only, Optuna hears of the stoppe
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -14,13 +17,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from kdtune.callback import SNAPSHOT_GAP
 from kdtune.pareto import best_first, crowding_distance, nondominated_ranks
-from kdtune.scheduler import (
-    SNAPSHOT_GAP,
-    MultiObjectiveAsha,
-    SnapshotOnChange,
-    rung_epochs,
-)
+from kdtune.scheduler import MultiObjectiveAsha, SnapshotOnChange, rung_epochs
 from kdtune.storage import RUNGS_FILE, for_this_launch
 
 OBJECTIVES = [("val_acc", "max"), ("val_ece", "min")]
@@ -324,9 +323,9 @@ def test_tune_saves_a_trials_end_before_the_next_trial_starts_unless_the_pacer_h
     not."""
     from ray import tune
 
-    import kdtune.scheduler
+    import kdtune.callback
 
-    monkeypatch.setattr(kdtune.scheduler, "SNAPSHOT_GAP", gap)
+    monkeypatch.setattr(kdtune.callback, "SNAPSHOT_GAP", gap)
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1000")  # no periodic save: forced ones only
 
     def one_quick_epoch(config: dict) -> None:  # defined here: Ray ships it by value
@@ -344,7 +343,8 @@ def test_tune_saves_a_trials_end_before_the_next_trial_starts_unless_the_pacer_h
     tuner = tune.Tuner(
         one_quick_epoch,
         param_space={"x": tune.grid_search(list(range(5)))},
-        tune_config=tune.TuneConfig(scheduler=SnapshotOnChange(), max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(scheduler=SnapshotOnChange("outside a launch"),
+                                    max_concurrent_trials=1),  # fmt: skip
         run_config=tune.RunConfig(name="paced", storage_path=str(tmp_path), verbose=0,
                                   callbacks=[AtEachStart()]),  # fmt: skip
     )
@@ -357,3 +357,32 @@ def test_tune_saves_a_trials_end_before_the_next_trial_starts_unless_the_pacer_h
         assert all(caught_up), seen
     else:
         assert not any(caught_up), seen
+
+
+class _StateAtEachLine(io.StringIO):
+    """A stdout that, whenever a trial's line is written, reads the trial's status in the
+    experiment state Tune has stored in the study folder (what --resume would read)."""
+
+    def __init__(self, experiment: Path) -> None:
+        super().__init__()
+        self.experiment, self.seen = experiment, {}
+
+    def write(self, text: str) -> int:
+        for found in re.finditer(r"trial \d+/\d+ (\w+) ", text):
+            self.seen[found[1]] = _saved_statuses(self.experiment).get(found[1])
+        return super().write(text)
+
+
+def test_a_trials_line_is_printed_once_the_stored_state_holds_its_end(
+        ray_local, tmp_path, monkeypatch):  # fmt: skip
+    """kdtune's real runner, eight short trials two at a time: when the line of an ended trial
+    is written, the experiment state in the study folder already says TERMINATED. Printed at
+    the trial's end (before Tune's save and its copy), a driver killed as it printed resumed
+    without the trial (seen once in CI's SIGKILL test)."""
+    from tests.helpers.paced import paced_trials
+
+    out = _StateAtEachLine(tmp_path / "ray" / "held")
+    monkeypatch.setattr(sys, "stdout", out)
+    paced_trials(tmp_path, "held", epoch_s=0.2, epochs=1, trials=8)
+    assert len(out.seen) == 8, out.getvalue()
+    assert set(out.seen.values()) == {"TERMINATED"}, out.seen

@@ -12,8 +12,9 @@ PROGRESS_LINE = re.compile(r"progress: (\d+)/(\d+) trials done, (\d+) running, (
 
 
 def paced_trials(tmp_path: Path, name: str, *, epoch_s: float, epochs: int = 3,
-                 cpus_per_trial: float = 1.0) -> Any:  # fmt: skip
-    """Two trials, each `epochs` reports `epoch_s` apart, two at a time if the CPUs allow."""
+                 cpus_per_trial: float = 1.0, trials: int = 2) -> Any:  # fmt: skip
+    """`trials` trials (two by default), each `epochs` reports `epoch_s` apart, two at a time if
+    the CPUs allow; the study folder is tmp_path / "ray" / name."""
     from kdtune.runner import run_trials
 
     def paced(config: dict[str, Any]) -> None:
@@ -25,7 +26,7 @@ def paced_trials(tmp_path: Path, name: str, *, epoch_s: float, epochs: int = 3,
             time.sleep(config["epoch_s"])
             tune.report({"epoch": epoch, "val_acc": 0.5 + epoch / 100})
 
-    points = [{"epochs": epochs, "epoch_s": epoch_s, "seed": seed} for seed in (0, 1)]
+    points = [{"epochs": epochs, "epoch_s": epoch_s, "seed": seed} for seed in range(trials)]
     return run_trials(name, paced, points, params={}, storage_path=str(tmp_path / "ray"),
                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                       cpus_per_trial=cpus_per_trial, progress_metrics=["val_acc"],
