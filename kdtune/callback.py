@@ -85,6 +85,8 @@ class Route:
     # method -> the config keys that tell its trials apart, which name the child runs
     # ("kd T=4.2 w_kd=0.8"); "" for configs without a method
     label_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # trials started in this launch that have not ended: what an interrupt leaves running
+    running: set[str] = field(default_factory=set)
 
 
 def step_key(report: Mapping[str, Any]) -> str:
@@ -309,6 +311,7 @@ class TrackingCallback(tune.Callback):
         return trial_run(self.tracker, trial, self.route, key)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.route.running.add(trial.trial_id)
         self._record(lambda: self._run(trial))
 
     def on_trial_result(
@@ -323,6 +326,7 @@ class TrackingCallback(tune.Callback):
         self._record(write)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.route.running.discard(trial.trial_id)
         result = last_report(trial.last_result)
         stopped = short_of_budget(result, trial.config)
 
@@ -339,6 +343,7 @@ class TrackingCallback(tune.Callback):
         self._progress(trials, trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s{early})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.route.running.discard(trial.trial_id)
         reason = trial_failure(trial)
 
         def write() -> None:

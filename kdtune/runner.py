@@ -250,7 +250,7 @@ def fit_trials(
             tuner = _tuner(name, trainable, tune_config, TrackingCallback(name), parent.storage,
                            resume=resume, max_failures=max_failures, log=log)  # fmt: skip
             grid = tuner.fit()
-        trials = _trials(grid)
+        trials = _trials(grid, where.running)
         written = reconcile(trials, grid.filesystem, parent.tracker, where)
         if written:
             log(f"mlflow: wrote {written} reports the record lacked, from Tune's own records")
@@ -276,15 +276,24 @@ def fit_trials(
     return outcome
 
 
-def _trials(grid: Any) -> list[Any]:
+def _trials(grid: Any, running: set[str]) -> list[Any]:
     """Tune's trials of a finished fit, with their statuses (a ResultGrid's results have none),
     in the order Tune created them: the fit's own trial objects, which a full disk cannot have
-    truncated; if a Ray release hides them, read back from the experiment's saved state."""
+    truncated; if a Ray release hides them, read back from the experiment's saved state.
+
+    After an interrupt, Tune's clean-up marks each trial still running TERMINATED in memory
+    (its saved state, written before, says RUNNING): those, the trials this launch started
+    and never saw end (`running`), are RUNNING again, or their rows, their MLflow runs and the
+    front took them for done (or stopped early by the scheduler, short of their budget)."""
     analysis = getattr(grid, "_experiment_analysis", None)
     if analysis is None:
         analysis = tune.ExperimentAnalysis(grid.experiment_path,
                                            storage_filesystem=grid.filesystem)  # fmt: skip
-    return list(analysis.trials)
+    trials = list(analysis.trials)
+    for trial in trials:
+        if trial.trial_id in running and trial.status == "TERMINATED":
+            trial.set_status("RUNNING")
+    return trials
 
 
 def _quietly(action: Callable[..., Any], *args: Any) -> None:

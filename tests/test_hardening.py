@@ -33,7 +33,7 @@ def test_an_interrupted_study_says_so_and_resumes_into_the_store_it_is_given(tmp
     done = [r for r in rows if r["status"] == "TERMINATED"]
     assert len(done) < 3 and "trials unfinished" in output
     assert set(finished) <= {r["trial_id"] for r in done}
-    assert all(r["test_acc"] is not None for r in done)
+    assert all(r["test_acc"] is not None for r in done), (done, output[-3000:])
     parents, children = record(first, "stopped")
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
@@ -46,6 +46,37 @@ def test_an_interrupted_study_says_so_and_resumes_into_the_store_it_is_given(tmp
     for child in children_after:
         assert_complete(second, child, epochs=30)
     assert len(record(first, "stopped")[1]) == len(children)  # nothing more went there
+
+
+def test_a_trial_running_at_ctrl_c_is_unfinished_in_its_row_and_run(ray_local, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """Ctrl-C while the second of two trials runs (kdtune's real runner, in this process):
+    Tune's clean-up marks that trial TERMINATED in memory, and its row said STOPPED (short of
+    its budget: as if MO-ASHA had stopped it) and its MLflow run FINISHED. Both now say it did
+    not end: UNFINISHED, KILLED."""
+    import io
+    import sys
+    import threading
+
+    from kdtune.config import StudyInterrupted
+    from tests.helpers.paced import paced_trials
+
+    class CtrlCAfterTheFirstTrial(io.StringIO):
+        def write(self, text: str) -> int:
+            if text.startswith("trial 1/2 "):  # the second trial starts at once
+                threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", CtrlCAfterTheFirstTrial())
+    with pytest.raises(StudyInterrupted, match="1 of 2 trials unfinished"):
+        paced_trials(tmp_path, "ctrl_c", epoch_s=0.5, epochs=8, cpus_per_trial=2)
+    rows = pq.read_table(tmp_path / "ray" / "ctrl_c" / "results.parquet").to_pylist()
+    assert [(r["status"], r.get("stopped_at")) for r in rows] == [("TERMINATED", None),
+                                                                  ("UNFINISHED", None)]
+    assert rows[0]["epoch"] == 8 and 1 <= rows[1]["epoch"] < 8
+    _, children = record(f"sqlite:///{tmp_path / 'mlflow.db'}", "ctrl_c")
+    by_trial = {c.data.tags["kdtune.trial_id"]: c.info.status for c in children}
+    assert by_trial == {rows[0]["trial_id"]: "FINISHED", rows[1]["trial_id"]: "KILLED"}
 
 
 def test_sigterm_stops_a_study_as_ctrl_c_does():
