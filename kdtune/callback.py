@@ -326,7 +326,6 @@ class TrackingCallback(tune.Callback):
         self._record(write)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.route.running.discard(trial.trial_id)
         result = last_report(trial.last_result)
         stopped = short_of_budget(result, trial.config)
 
@@ -343,7 +342,6 @@ class TrackingCallback(tune.Callback):
         self._progress(trials, trial, f"{scores}  ({result.get('time_total_s', 0):.1f} s{early})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.route.running.discard(trial.trial_id)
         reason = trial_failure(trial)
 
         def write() -> None:
@@ -392,6 +390,7 @@ class TrackingCallback(tune.Callback):
             self._record(self._tracker.flush_all)
 
     def _progress(self, trials: list, trial: Any, text: str) -> None:
+        self.route.running.discard(trial.trial_id)  # it ended (complete or failed)
         # the trial that ends now may not carry its final status yet
         ended = sum(t.status in FINISHED_STATES for t in trials if t is not trial) + 1
         self._held.append((time.monotonic(), f"trial {ended}/{self.route.num_trials} "
